@@ -1,0 +1,175 @@
+"""Export stage: ONNX with a KV cache, parity-checked against PyTorch, packed into a bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from components.evaluate import test_samples
+from components.generation import greedy_generate
+from components.onnx_runtime import MODEL_FILE, OnnxCausalLM
+from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from peftpipe.config import Params, params_dict
+from peftpipe.runtime import set_seed, set_threads
+
+CHECKSUMS = "checksums.sha256"
+CARD_PARAMS = ("seed", "model", "data", "prepare", "train", "evaluate", "export")  # the export stage's params in dvc.yaml
+
+
+class ExportCheckFailed(RuntimeError):
+    pass
+
+
+def _kv_wrapper(model):
+    import torch
+    from transformers import DynamicCache
+
+    class KVCacheLM(torch.nn.Module):
+        """Flat past key/value tensors in, logits and flat present tensors out."""
+
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, position_ids, past):
+            cache = DynamicCache(config=self.lm.config)
+            for i in range(len(past) // 2):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True)
+            present = []
+            for layer in out.past_key_values.layers:
+                present += [layer.keys, layer.values]
+            return (out.logits, *present)
+
+    return KVCacheLM(model)
+
+
+def kv_shape(config) -> tuple[int, int, int]:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def export_onnx(model, out_dir: Path, opset: int) -> None:
+    """torch.onnx.export (dynamo) of the KV-cache wrapper with dynamic batch, sequence and past lengths."""
+    import torch
+
+    model.eval()
+    model.config.use_cache = True
+    layers, kv_heads, head_dim = kv_shape(model.config)
+    batch, seq, past_len = 1, 3, 4
+    past = tuple(torch.zeros(batch, kv_heads, past_len, head_dim) for _ in range(2 * layers))
+    args = (torch.ones(batch, seq, dtype=torch.long), torch.ones(batch, past_len + seq, dtype=torch.long),
+            torch.arange(past_len, past_len + seq).unsqueeze(0), past)
+    B, S, P, T = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
+    dyn = ({0: B, 1: S}, {0: B, 1: T}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past))
+    names_in = ["input_ids", "attention_mask", "position_ids"] + [f"past.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
+    names_out = ["logits"] + [f"present.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
+    with torch.inference_mode():
+        torch.onnx.export(_kv_wrapper(model), args, str(out_dir / MODEL_FILE), dynamo=True, opset_version=opset,
+                          input_names=names_in, output_names=names_out, dynamic_shapes=dyn, external_data=True,
+                          optimize=True, verbose=False)
+    atomic_write_json(out_dir / "onnx_io.json", {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
+                                                 "inputs": names_in, "outputs": names_out, "opset": opset})
+
+
+def write_checksums(folder: Path) -> None:
+    lines = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
+        lines.append(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(folder).as_posix()}")
+    atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Raise if any bundle file is missing or differs from checksums.sha256."""
+    folder = Path(folder)
+    manifest = folder / CHECKSUMS
+    if not manifest.exists():
+        raise ExportCheckFailed(f"{folder}: no {CHECKSUMS}; not a peftpipe bundle")
+    for line in manifest.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        f = folder / name
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            raise ExportCheckFailed(f"{folder}: {name} is missing or corrupt (checksum mismatch)")
+
+
+def _data_hash(path: str) -> str | None:
+    p = Path(path)
+    return hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def model_card(params: Params, metrics: dict, parity: dict) -> str:
+    rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
+                     for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"))
+    gates = "\n".join(f"- {g['line']}" for g in metrics["gates"]["gates"])
+    return f"""# peftpipe model bundle
+
+- Base model: `{params.model.source}`
+- Method: `{params.train.method}`
+- Data: `{params.data.path}` (md5 `{_data_hash(params.data.path)}`)
+- Seed: {params.seed}
+
+## Metrics on the test split ({metrics['tuned'].get('samples')} samples)
+
+| metric | base | fine-tuned |
+|---|---|---|
+{rows}
+
+## Gates
+
+{gates}
+
+## ONNX parity with PyTorch
+
+- greedy tokens identical on {parity['prompts']} prompts: {parity['greedy_tokens_equal']}
+- ONNX Runtime decode: {parity['onnx_tokens_per_s']} tokens/s (PyTorch: {parity['torch_tokens_per_s']})
+
+Files are listed with their SHA-256 in `{CHECKSUMS}`; `peftpipe generate` verifies them before loading.
+"""
+
+
+def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path, eval_base_dir: str | Path,
+               eval_dir: str | Path, gate_dir: str | Path, out_dir: str | Path) -> dict:
+    """Export the merged model to an ONNX bundle; fail unless ONNX greedy output equals PyTorch's."""
+    from components.base_model import load_base
+
+    threads = set_threads(params.train.threads)
+    set_seed(params.seed)
+    model, tokenizer = load_base(merged_dir)
+    samples = test_samples(prepared_dir, params.export.parity_samples)
+    prompts = [s["prompt_ids"] for s in samples]
+    n_new = params.export.max_new_tokens
+    metrics = {"base": json.loads((Path(eval_base_dir) / "metrics.json").read_text()),
+               "tuned": json.loads((Path(eval_dir) / "metrics.json").read_text()),
+               "gates": json.loads((Path(gate_dir) / "gates.json").read_text())}
+    with atomic_dir(out_dir) as tmp:
+        t0 = time.perf_counter()
+        export_onnx(model, tmp, params.export.opset)
+        export_s = time.perf_counter() - t0
+        torch_tokens, torch_speed = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+        onnx = OnnxCausalLM(tmp, threads)
+        t0 = time.perf_counter()
+        onnx_tokens = [onnx.generate(p, n_new, tokenizer.eos_token_id) for p in prompts]
+        onnx_s = time.perf_counter() - t0
+        parity = {"prompts": len(prompts), "greedy_tokens_equal": onnx_tokens == torch_tokens,
+                  "mismatches": [i for i, (a, b) in enumerate(zip(onnx_tokens, torch_tokens)) if a != b],
+                  "onnx_tokens_per_s": round(sum(map(len, onnx_tokens)) / onnx_s, 2) if onnx_s else None,
+                  "torch_tokens_per_s": torch_speed["tokens_per_s"], "export_s": round(export_s, 1)}
+        if not parity["greedy_tokens_equal"]:
+            raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "generation_config.json", {
+            "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            "system_prompt": params.prepare.system_prompt})
+        card = {"base_model": params.model.source, "method": params.train.method,
+                "data": {"path": params.data.path, "md5": _data_hash(params.data.path)},
+                "params": {k: v for k, v in params_dict(params).items() if k in CARD_PARAMS}, "metrics": metrics, "parity": parity}
+        atomic_write_json(tmp / "model_card.json", card)
+        atomic_write_text(tmp / "README.md", model_card(params, metrics, parity))
+        write_checksums(tmp)
+    return parity

@@ -1,0 +1,63 @@
+"""Greedy decoding with ONNX Runtime over the exported KV-cache graph (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+MODEL_FILE = "model.onnx"
+
+
+class OnnxCausalLM:
+    """Runs `model.onnx` (inputs: input_ids, attention_mask, position_ids, past_*; outputs: logits, present_*)."""
+
+    def __init__(self, folder: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        meta = json.loads((folder / "onnx_io.json").read_text())
+        self.layers, self.kv_heads, self.head_dim = meta["layers"], meta["kv_heads"], meta["head_dim"]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _empty_past(self) -> list[np.ndarray]:
+        return [np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32) for _ in range(2 * self.layers)]
+
+    def step(self, ids: list[int], past: list[np.ndarray], offset: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass over `ids` after `offset` cached positions; returns last logits and the new cache."""
+        feed = {
+            "input_ids": np.asarray([ids], np.int64),
+            "attention_mask": np.ones((1, offset + len(ids)), np.int64),
+            "position_ids": np.arange(offset, offset + len(ids), dtype=np.int64)[None, :],
+        }
+        feed.update({name: t for name, t in zip(self.input_names[3:], past)})
+        logits, *present = self.session.run(None, feed)
+        return logits[0, -1], present
+
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None) -> Iterator[int]:
+        """Yield greedy tokens one at a time, stopping at EOS."""
+        past, offset, ids = self._empty_past(), 0, list(prompt_ids)
+        for _ in range(max_new_tokens):
+            logits, past = self.step(ids, past, offset)
+            offset += len(ids)
+            tok = int(np.argmax(logits))
+            if tok == eos_token_id:
+                return
+            yield tok
+            ids = [tok]
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None,
+                 on_token: Callable[[int], None] | None = None) -> list[int]:
+        out = []
+        for tok in self.stream(prompt_ids, max_new_tokens, eos_token_id):
+            out.append(tok)
+            if on_token:
+                on_token(tok)
+        return out

@@ -1,0 +1,111 @@
+"""Prepare stage: deterministic split, chat template, tokenisation with loss on answers only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from components.validate import normalise_question
+from peftpipe.atomic import atomic_dir, atomic_write_json
+from peftpipe.config import PrepareConfig
+
+IGNORE_INDEX = -100
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def in_test_split(question: str, seed: int, fraction: float) -> bool:
+    """Hash-based split: stable per question, so editing one row moves no other row."""
+    digest = hashlib.sha256(f"{seed}:{normalise_question(question)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_rows(rows: list[dict], seed: int, fraction: float) -> tuple[list[dict], list[dict]]:
+    train, test = [], []
+    for r in rows:
+        (test if in_test_split(r["question"], seed, fraction) else train).append(r)
+    return train, test
+
+
+def chat_messages(question: str, system_prompt: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": question}]
+
+
+def prompt_text(tokenizer, question: str, system_prompt: str | None) -> str:
+    """The model's chat template up to the start of the assistant turn."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(chat_messages(question, system_prompt), tokenize=False,
+                                             add_generation_prompt=True)
+    head = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{head}Question: {question}\nAnswer: "
+
+
+def encode_example(tokenizer, question: str, answer: str, cfg: PrepareConfig) -> dict:
+    """input_ids and labels (prompt masked with -100); truncated to cfg.max_length."""
+    prompt_ids = tokenizer(prompt_text(tokenizer, question, cfg.system_prompt), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = prompt_ids + answer_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    full_len = len(ids)
+    ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
+    return {"input_ids": ids, "labels": labels, "length": len(ids), "full_length": full_len,
+            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX)}
+
+
+def _length_stats(lengths: list[int]) -> dict:
+    a = np.asarray(lengths or [0])
+    return {"mean": round(float(a.mean()), 2), "p50": int(np.percentile(a, 50)), "p95": int(np.percentile(a, 95)),
+            "max": int(a.max())}
+
+
+def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, seed: int,
+                out_dir: str | Path) -> dict:
+    """Split, render and tokenise; save a DatasetDict (train, test) and stats.json."""
+    from datasets import Dataset, DatasetDict
+    from transformers import AutoTokenizer
+
+    validated_dir = Path(validated_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    rows = read_jsonl(validated_dir / "train.jsonl")
+    if (validated_dir / "test.jsonl").exists():
+        train, test = rows, read_jsonl(validated_dir / "test.jsonl")
+    else:
+        train, test = split_rows(rows, seed, cfg.test_fraction)
+    if not train or not test:
+        raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
+
+    enc = [encode_example(tokenizer, r["question"], r["answer"], cfg) for r in train]
+    dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
+    train_records = [{"id": r.get("id", str(i)), **e} for i, (r, e) in enumerate(zip(train, enc)) if e["answer_tokens"] > 0]
+    test_records = []
+    for i, r in enumerate(test):
+        prompt = prompt_text(tokenizer, r["question"], cfg.system_prompt)
+        test_records.append({"id": r.get("id", str(i)), "question": r["question"], "answer": r["answer"], "prompt": prompt,
+                             "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
+    stats = {
+        "train_rows": len(train_records), "test_rows": len(test_records),
+        "dropped_no_answer_tokens": dropped,
+        "truncated": sum(1 for e in enc if e["full_length"] > cfg.max_length),
+        "truncation_rate": round(sum(1 for e in enc if e["full_length"] > cfg.max_length) / max(len(enc), 1), 4),
+        "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
+        "train_length": _length_stats([e["full_length"] for e in enc]),
+        "max_length": cfg.max_length,
+    }
+    ds = DatasetDict({"train": Dataset.from_list(train_records), "test": Dataset.from_list(test_records)})
+    with atomic_dir(out_dir) as tmp:
+        ds.save_to_disk(str(tmp / "dataset"))
+        atomic_write_json(tmp / "stats.json", stats)
+    return stats
+
+
+def load_prepared(prepared_dir: str | Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(Path(prepared_dir) / "dataset"))

@@ -1,0 +1,210 @@
+"""Train stage: a plain, seeded training loop with length-grouped batches and checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from components.methods import count_parameters, get_method
+from components.prepare import IGNORE_INDEX, load_prepared
+from peftpipe.atomic import atomic_dir, atomic_write_json
+from peftpipe.config import Params
+from peftpipe.runtime import resolve_precision, set_seed, set_threads
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Index lists for every step: shuffle, group similar lengths (less padding), shuffle batches."""
+    rng = np.random.default_rng(seed)
+    n = len(lengths)
+    bs = min(batch_size, n)
+    out: list[list[int]] = []
+    while len(out) < steps:
+        perm = rng.permutation(n)
+        mega = bs * 16
+        batches = []
+        for s in range(0, n - bs + 1 if n >= bs else 1, mega):
+            chunk = sorted(perm[s : s + mega].tolist(), key=lambda i: -lengths[i])
+            batches += [chunk[j : j + bs] for j in range(0, len(chunk) - bs + 1, bs)]
+        for b in rng.permutation(len(batches)):
+            out.append(batches[b])
+    return out[:steps]
+
+
+def collate(rows: list[dict], pad_id: int):
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def fingerprint(params: Params, prepared_dir: Path, base_dir: Path) -> str:
+    """What a checkpoint must match to be resumed."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"seed": params.seed, "train": params.train.model_dump(mode="json")}, sort_keys=True).encode())
+    for f in (prepared_dir / "stats.json", base_dir / "config.json"):
+        h.update(f.read_bytes() if f.exists() else b"")
+    return h.hexdigest()[:16]
+
+
+def trainable_state(model) -> dict:
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, keep: int = 2) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_dir(ckpt_root / f"step-{step:06d}") as tmp:
+        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        atomic_write_json(tmp / "state.json", {"step": step, "fingerprint": fp, "scheduler": scheduler.state_dict()})
+    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt_root: Path, fp: str) -> Path | None:
+    """Newest complete checkpoint with a matching fingerprint; partial ones are skipped."""
+    for d in sorted(ckpt_root.glob("step-*"), reverse=True):
+        try:
+            state = json.loads((d / "state.json").read_text())
+            if state["fingerprint"] == fp and all((d / f).exists() for f in ("trainable.safetensors", "optimizer.pt", "rng.safetensors")):
+                return d
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
+def load_checkpoint(d: Path, model, optimizer, scheduler) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((d / "state.json").read_text())
+    weights = load_file(d / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t)
+    optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(load_file(d / "rng.safetensors")["torch"])
+    return int(state["step"])
+
+
+def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path,
+              ckpt_dir: str | Path, progress: bool = True) -> dict:
+    """Train with the configured method; write the adapter (or full model) and train metrics."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from components.base_model import load_base
+
+    cfg = params.train
+    base_dir, prepared_dir, out_dir, ckpt_dir = map(Path, (base_dir, prepared_dir, out_dir, ckpt_dir))
+    threads = set_threads(cfg.threads)
+    set_seed(params.seed)
+    model, tokenizer = load_base(base_dir)
+    method = get_method(cfg.method)
+    model = method.apply(model, cfg)
+    trainable, total = count_parameters(model)
+    model.train()
+
+    train = load_prepared(prepared_dir)["train"]
+    rows = train.to_list()
+    schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
+    precision = resolve_precision(cfg.precision)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+    fp = fingerprint(params, prepared_dir, base_dir)
+    ckpt_root = ckpt_dir
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    start = 0
+    resume_from = latest_checkpoint(ckpt_root, fp)
+    if resume_from is not None:
+        start = load_checkpoint(resume_from, model, opt, sched)
+        print(f"resuming from {resume_from} (step {start})")
+
+    curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
+    curve = open(curve_path, "a" if start > 0 else "w", encoding="utf-8")
+    if start == 0:
+        curve.write("step\tloss\tlr\n")
+    losses: list[float] = []
+    real_tokens = computed_tokens = 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.method}", disable=not progress, initial=start, total=cfg.steps)
+    with curve:
+        for step in bar:
+            batch = collate([rows[i] for i in schedule[step]], tokenizer.pad_token_id)
+            with autocast:
+                loss = model(**batch).loss
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"train: non-finite loss {value} at step {step + 1}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(value)
+            real_tokens += int(batch["attention_mask"].sum())
+            computed_tokens += batch["input_ids"].numel()
+            curve.write(f"{step + 1}\t{value:.6f}\t{sched.get_last_lr()[0]:.6g}\n")
+            curve.flush()
+            bar.set_postfix(loss=f"{value:.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched)
+    wall = time.perf_counter() - t0
+
+    with atomic_dir(out_dir) as tmp:
+        if method.ADAPTER:
+            model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        else:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "model")
+        tail = losses[-cfg.log_every:] or [float("nan")]
+        metrics = {
+            "method": cfg.method, "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
+            "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
+            "precision": precision, "threads": threads, "wall_s": round(wall, 2),
+            "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
+            "padding_fraction": round(1 - real_tokens / computed_tokens, 4) if computed_tokens else None,
+        }
+        atomic_write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def load_trained(params: Params, base_dir: str | Path, train_dir: str | Path):
+    """The fine-tuned model for inference: base + adapter, or the fully trained weights."""
+    from components.base_model import load_base
+
+    train_dir = Path(train_dir)
+    if (train_dir / "model").exists():
+        return load_base(train_dir / "model")
+    from peft import PeftModel
+
+    model, tokenizer = load_base(base_dir)
+    model = PeftModel.from_pretrained(model, train_dir / "adapter")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,234 @@
+"""Validate stage: read raw QA rows, run a Great Expectations suite, quarantine bad rows.
+
+Hard failures (unreadable file, missing fields everywhere, too many bad rows) raise DataError with
+the file, row and rule. Row-level failures are quarantined with their reasons. The report always
+satisfies rows_in == rows_kept + rows_quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from peftpipe.atomic import atomic_write_json, atomic_write_text
+from peftpipe.config import DataConfig, ValidateConfig
+
+CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+REPLACEMENT_CHAR = "\ufffd"
+
+
+class DataError(ValueError):
+    """A hard data failure: the pipeline stops. The message names file, row and rule."""
+
+
+@dataclass
+class Quarantine:
+    entries: list[dict] = field(default_factory=list)
+
+    def add(self, file: str, row: int, rule: str, reason: str, raw: str | dict | None = None) -> None:
+        self.entries.append({"file": file, "row": row, "rule": rule, "reason": reason, "raw": raw})
+
+
+def normalise_question(text: str) -> str:
+    """Key for duplicate and leakage checks: NFKC, case-folded, punctuation and spaces collapsed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text)).strip()
+
+
+def read_jsonl(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.DataFrame, int]:
+    """Parse a JSONL file line by line; returns (rows as strings, number of input rows)."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a JSONL file")
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and lines[-1].strip() == b"":
+        lines = lines[:-1]
+    if not lines:
+        raise DataError(f"{path}: file is empty (rule: non_empty_file)")
+    rows, n_in = [], 0
+    fields = (cfg.question_field, cfg.answer_field)
+    seen_fields: set[str] = set()
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue  # blank lines are not rows
+        n_in += 1
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            quarantine.add(str(path), i, "encoding", f"not valid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            quarantine.add(str(path), i, "json", f"not valid JSON: {e.msg} at column {e.colno}", line)
+            continue
+        if not isinstance(obj, dict):
+            quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", line)
+            continue
+        seen_fields.update(obj)
+        missing = [f for f in fields if f not in obj or obj[f] is None]
+        if missing:
+            quarantine.add(str(path), i, "required_fields", f"missing or null field(s): {', '.join(missing)}", obj)
+            continue
+        bad = [f for f in fields if not isinstance(obj[f], str)]
+        if bad:
+            quarantine.add(str(path), i, "string_fields", f"field(s) not a string: {', '.join(bad)}", obj)
+            continue
+        rows.append({"_row": i, "question": obj[cfg.question_field].strip(), "answer": obj[cfg.answer_field].strip(),
+                     "_raw": obj})
+    if n_in and not rows and not (set(fields) & seen_fields):
+        raise DataError(
+            f"{path}: row 1: rule required_fields: no row has the fields {cfg.question_field!r} and "
+            f"{cfg.answer_field!r} (found: {', '.join(sorted(seen_fields)) or 'none'}); set data.question_field/answer_field"
+        )
+    return pd.DataFrame(rows, columns=["_row", "question", "answer", "_raw"]), n_in
+
+
+def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
+    """The expectations, each tagged with the rule name used in quarantine reasons."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    rules = [
+        ("length_bounds", "question length out of bounds",
+         E.ExpectColumnValueLengthsToBeBetween(column="question", min_value=cfg.min_question_chars, max_value=cfg.max_question_chars)),
+        ("length_bounds", "answer length out of bounds",
+         E.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=cfg.min_answer_chars, max_value=cfg.max_answer_chars)),
+        ("control_characters", "question contains control characters",
+         E.ExpectColumnValuesToNotMatchRegex(column="question", regex=CONTROL_CHARS)),
+        ("control_characters", "answer contains control characters",
+         E.ExpectColumnValuesToNotMatchRegex(column="answer", regex=CONTROL_CHARS)),
+        ("encoding", "question contains U+FFFD (mis-decoded text)",
+         E.ExpectColumnValuesToNotMatchRegex(column="question", regex=REPLACEMENT_CHAR)),
+        ("encoding", "answer contains U+FFFD (mis-decoded text)",
+         E.ExpectColumnValuesToNotMatchRegex(column="answer", regex=REPLACEMENT_CHAR)),
+        ("duplicates", "duplicate question", E.ExpectColumnValuesToBeUnique(column="question_key")),
+    ]
+    if leakage_keys:
+        rules.append(("leakage", "question also in the test file",
+                      E.ExpectColumnValuesToNotBeInSet(column="question_key", value_set=sorted(leakage_keys))))
+    return rules
+
+
+def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
+    """Run the expectations with GX; return (rule, reason, failing dataframe indices)."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    except Exception:  # older/newer GX: progress bars stay on
+        pass
+    batch_def = context.data_sources.add_pandas("qa").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name="qa_rows"))
+    for _, _, expectation in rules:
+        suite.add_expectation(expectation)
+    vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name="qa_rows"))
+    result = vd.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
+    failures = []
+    for (rule, reason, _), res in zip(rules, result.results):
+        if not res.success:
+            idx = res.result.get("unexpected_index_list") or []
+            failures.append((rule, reason, [int(i) for i in idx]))
+    return failures
+
+
+def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None):
+    """Validate one file: returns (kept rows, quarantine entries, rows in)."""
+    quarantine = Quarantine()
+    df, n_in = read_jsonl(path, cfg, quarantine)
+    if len(df):
+        df = df.reset_index(drop=True)
+        df["question_key"] = df["question"].map(normalise_question)
+        failures = run_suite(df[["question", "answer", "question_key"]], build_suite(vcfg, leakage_keys or set()))
+        bad: dict[int, tuple[str, str]] = {}
+        for rule, reason, idx in failures:
+            if rule == "duplicates":
+                continue  # handled below: keep the first occurrence
+            for i in idx:
+                bad.setdefault(i, (rule, reason))
+        dup_rows = {i for rule, _, idx in failures if rule == "duplicates" for i in idx}
+        first_seen: dict[str, int] = {}
+        for i in sorted(dup_rows):
+            if i in bad:
+                continue
+            key = df.at[i, "question_key"]
+            if key not in first_seen:
+                first_seen[key] = i
+                continue
+            j = first_seen[key]
+            same = df.at[i, "answer"].strip().casefold() == df.at[j, "answer"].strip().casefold()
+            what = "duplicate of" if same else "conflicting answer with"
+            bad[i] = ("duplicates", f"{what} row {df.at[j, '_row']}")
+        for i, (rule, reason) in sorted(bad.items()):
+            quarantine.add(str(path), int(df.at[i, "_row"]), rule, reason, df.at[i, "_raw"])
+        df = df.drop(index=list(bad))
+    kept = [dict(r["_raw"], question=r["question"], answer=r["answer"]) for r in df.to_dict("records")]
+    for r in kept:
+        if cfg.question_field != "question":
+            r.pop(cfg.question_field, None)
+        if cfg.answer_field != "answer":
+            r.pop(cfg.answer_field, None)
+    return kept, quarantine.entries, n_in
+
+
+def _check_hard(path: Path, kept: list, quarantined: list, n_in: int, vcfg: ValidateConfig) -> None:
+    if n_in == 0:
+        raise DataError(f"{path}: file has no rows (rule: non_empty_file)")
+    frac = len(quarantined) / n_in
+    if frac > vcfg.max_quarantine_fraction:
+        first = quarantined[0]
+        raise DataError(
+            f"{path}: {len(quarantined)}/{n_in} rows quarantined ({frac:.0%} > validate.max_quarantine_fraction="
+            f"{vcfg.max_quarantine_fraction:.0%}); first: row {first['row']}: rule {first['rule']}: {first['reason']}"
+        )
+    if len(kept) < vcfg.min_rows:
+        raise DataError(f"{path}: only {len(kept)} rows kept (rule: min_rows={vcfg.min_rows})")
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) + "\n" for r in rows)
+
+
+def run_validate(cfg: DataConfig, vcfg: ValidateConfig, out_dir: str | Path) -> dict:
+    """Validate the train (and optional test) file; write kept rows, quarantine and report."""
+    out_dir = Path(out_dir)
+    files = {"train": Path(cfg.path)}
+    if cfg.test_path:
+        files["test"] = Path(cfg.test_path)
+    results = {}
+    test_keys: set[str] = set()
+    if "test" in files:
+        kept, quarantined, n_in = validate_file(files["test"], cfg, vcfg)
+        _check_hard(files["test"], kept, quarantined, n_in, vcfg)
+        results["test"] = (kept, quarantined, n_in)
+        test_keys = {normalise_question(r["question"]) for r in kept}
+    kept, quarantined, n_in = validate_file(files["train"], cfg, vcfg, test_keys)
+    _check_hard(files["train"], kept, quarantined, n_in, vcfg)
+    results["train"] = (kept, quarantined, n_in)
+
+    report: dict = {"files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0, "by_rule": {}}
+    all_quarantined = []
+    for split, (kept, quarantined, n_in) in results.items():
+        assert n_in == len(kept) + len(quarantined), "row accounting broken"
+        atomic_write_text(out_dir / f"{split}.jsonl", _jsonl(kept))
+        report["files"][split] = {"path": str(files[split]), "rows_in": n_in, "rows_kept": len(kept),
+                                  "rows_quarantined": len(quarantined)}
+        report["rows_in"] += n_in
+        report["rows_kept"] += len(kept)
+        report["rows_quarantined"] += len(quarantined)
+        for q in quarantined:
+            report["by_rule"][q["rule"]] = report["by_rule"].get(q["rule"], 0) + 1
+        all_quarantined += quarantined
+    atomic_write_text(out_dir / "quarantine.jsonl", _jsonl(all_quarantined))
+    atomic_write_json(out_dir / "report.json", report)
+    return report

@@ -1,0 +1,175 @@
+"""peftpipe command line: run the pipeline, run one stage, generate from a bundle, make data."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from peftpipe.runtime import quiet_env
+
+PARAMS = Path("params.yaml")
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"peftpipe: error: {msg}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args) -> int:
+    from peftpipe.config import Paths, load_params, write_overrides
+
+    if not Path("dvc.yaml").exists():
+        return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
+    overrides = list(args.set or [])
+    if args.method:
+        overrides.append(f"train.method={args.method}")
+    if overrides:
+        write_overrides(PARAMS, overrides)  # as `dvc exp run -S` does: params.yaml is the record
+    params = load_params(PARAMS)
+    ensure_embedded_data(params.data.path)
+    from flows.pipeline import run_pipeline
+    from peftpipe.report import print_summary
+
+    t0 = time.perf_counter()
+    stages, failed = None, None
+    try:
+        stages = run_pipeline(".")
+    except Exception as e:  # the failing stage printed its own message
+        failed = str(e)
+    print_summary(".", stages, time.perf_counter() - t0)
+    if failed:
+        return _fail(failed)
+    return 0
+
+
+def ensure_embedded_data(path: str) -> None:
+    """The embedded dataset is generated (deterministically) when it is not on disk yet."""
+    from peftpipe.config import DataConfig
+
+    if path == DataConfig().path and not Path(path).exists():
+        from components.datagen import write_dataset
+
+        n = write_dataset(path)
+        print(f"generated the embedded QA dataset: {path} ({n} rows)")
+
+
+def cmd_stage(args) -> int:
+    from peftpipe.config import load_params
+    from peftpipe.stages import run_stage
+
+    params = load_params(PARAMS, args.set or [])
+    run_stage(args.name, params)
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from components.datagen import write_dataset
+
+    n = write_dataset(args.out)
+    print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import json
+
+    from components.export import verify_checksums
+    from components.onnx_runtime import OnnxCausalLM
+    from components.prepare import prompt_text
+    from transformers import AutoTokenizer
+
+    bundle = Path(args.bundle)
+    if not bundle.is_dir():
+        return _fail(f"{bundle}: no such bundle directory", 2)
+    verify_checksums(bundle)
+    gen = json.loads((bundle / "generation_config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
+    lm = OnnxCausalLM(bundle)
+    max_new = args.max_new_tokens or gen["max_new_tokens"]
+    for q in args.question:
+        ids = tokenizer(prompt_text(tokenizer, q, gen.get("system_prompt")), add_special_tokens=False)["input_ids"]
+        if len(args.question) > 1:
+            print(f"Q: {q}\nA: ", end="", flush=True)
+        if args.no_stream:
+            print(tokenizer.decode(lm.generate(ids, max_new, gen["eos_token_id"]), skip_special_tokens=True).strip())
+            continue
+        toks: list[int] = []
+        shown = ""
+        for tok in lm.stream(ids, max_new, gen["eos_token_id"]):
+            toks.append(tok)
+            text = tokenizer.decode(toks, skip_special_tokens=True).lstrip()
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+        print()
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from peftpipe.report import print_summary
+
+    print_summary(".")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from peftpipe.stages import STAGES
+
+    p = argparse.ArgumentParser(prog="peftpipe", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    set_help = "override a param, e.g. -S train.lr=1e-4 (same syntax as dvc exp run -S)"
+
+    r = sub.add_parser("run", help="run the whole pipeline (Prefect flow over the dvc.yaml stages)")
+    r.add_argument("--method", help="fine-tuning method (sets train.method)")
+    r.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; written to params.yaml")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("stage", help="run one stage (what dvc.yaml calls)")
+    s.add_argument("name", choices=list(STAGES))
+    s.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; this run only")
+    s.set_defaults(func=cmd_stage)
+
+    g = sub.add_parser("generate", help="answer questions with ONNX Runtime from an exported bundle")
+    g.add_argument("--bundle", required=True, help="bundle directory written by the export stage")
+    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--no-stream", action="store_true", help="print each answer when complete")
+    g.add_argument("question", nargs="+")
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("data", help="dataset utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dg = dsub.add_parser("generate", help="write the embedded QA dataset (deterministic)")
+    dg.add_argument("--out", default="data/qa.jsonl")
+    dg.set_defaults(func=cmd_data_generate)
+
+    sm = sub.add_parser("summary", help="print the last run's metrics and gate verdicts")
+    sm.set_defaults(func=cmd_summary)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_env()
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # one clear line, no traceback, unless --debug
+        if args.debug or os.environ.get("PEFTPIPE_DEBUG"):
+            raise
+        return _fail(f"{type(e).__name__}: {e}" if not _is_user_error(e) else str(e))
+
+
+def _is_user_error(e: Exception) -> bool:
+    from components.validate import DataError
+    from peftpipe.config import ConfigError
+
+    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "TrainingDiverged"}
+    return isinstance(e, (DataError, ConfigError)) or type(e).__name__ in names
+
+
+if __name__ == "__main__":
+    sys.exit(main())

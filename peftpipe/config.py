@@ -1,0 +1,213 @@
+"""Typed configuration: one pydantic model of every param, read from params.yaml.
+
+Overrides use the `dvc exp run -S` syntax: `-S train.lr=1e-4` (the value is parsed as YAML).
+Unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Paths(Section):
+    """Where each stage writes; dvc.yaml reads these through `${paths.*}`."""
+
+    raw: str = "data/qa.jsonl"
+    base_model: str = "models/base"
+    validated: str = "artifacts/validated"
+    prepared: str = "artifacts/prepared"
+    train: str = "artifacts/train"
+    eval_base: str = "artifacts/eval_base"
+    eval: str = "artifacts/eval"
+    gate: str = "artifacts/gate"
+    merged: str = "models/merged"
+    bundle: str = "bundle"
+
+
+class ModelConfig(Section):
+    source: str = Field("embedded", description="'embedded', a local directory, or a hub model id")
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DataConfig(Section):
+    path: str = "data/qa.jsonl"
+    test_path: str | None = Field(None, description="optional held-out file; otherwise prepare splits")
+    question_field: str = "question"
+    answer_field: str = "answer"
+
+
+class ValidateConfig(Section):
+    min_question_chars: int = 3
+    max_question_chars: int = 2000
+    min_answer_chars: int = 1
+    max_answer_chars: int = 4000
+    max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
+    min_rows: int = 10
+
+
+class PrepareConfig(Section):
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    max_length: int = Field(128, ge=8)
+    system_prompt: str | None = "Answer the question in one short sentence."
+
+
+class LoraConfig(Section):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class TrainConfig(Section):
+    method: Literal["lora", "full"] = "lora"
+    steps: int = Field(120, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_grad_norm: float = 1.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    checkpoint_every: int = Field(40, ge=1)
+    log_every: int = Field(5, ge=1)
+    lora: LoraConfig = LoraConfig()
+
+
+class EvaluateConfig(Section):
+    max_samples: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    language: Literal["en", "zh"] = "en"
+
+
+class GatesConfig(Section):
+    min_rouge_l: float = 40.0
+    min_rouge_l_gain: float = 10.0
+
+
+class MergeConfig(Section):
+    rtol: float = Field(1e-5, description="allowed max |logit diff| relative to max |logit|")
+    atol: float = 1e-5
+    check_samples: int = 4
+
+
+class ExportConfig(Section):
+    opset: int = 18
+    parity_samples: int = 4
+    max_new_tokens: int = 32
+
+
+class Params(Section):
+    seed: int = 42
+    paths: Paths = Paths()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gates: GatesConfig = GatesConfig()
+    merge: MergeConfig = MergeConfig()
+    export: ExportConfig = ExportConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not fit the schema."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key part")
+    return parts, yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict (a copy). Schema checks happen in `validate_params`."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{source}: {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def read_params_file(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    raw = apply_overrides(read_params_file(path), overrides or [])
+    return validate_params(raw, str(path))
+
+
+def write_overrides(path: str | Path, overrides: list[str]) -> None:
+    """Persist overrides into params.yaml (comments kept), as `dvc exp run -S` does."""
+    from ruamel.yaml import YAML
+
+    from peftpipe.atomic import atomic_write_text
+
+    path = Path(path)
+    validate_params(apply_overrides(read_params_file(path), overrides), str(path))
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = doc
+        for p in parts[:-1]:
+            if p not in node:
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    import io
+
+    buf = io.StringIO()
+    ry.dump(doc, buf)
+    atomic_write_text(path, buf.getvalue())
+
+
+def params_dict(p: Params) -> dict:
+    return p.model_dump(by_alias=True, mode="json")

@@ -99,6 +99,8 @@ def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
 
     E = gx.expectations
     rules = [
+        ("non_empty", "question is empty or whitespace", E.ExpectColumnValuesToNotBeNull(column="question")),
+        ("non_empty", "answer is empty or whitespace", E.ExpectColumnValuesToNotBeNull(column="answer")),
         ("length_bounds", "question length out of bounds",
          E.ExpectColumnValueLengthsToBeBetween(column="question", min_value=cfg.min_question_chars, max_value=cfg.max_question_chars)),
         ("length_bounds", "answer length out of bounds",
@@ -134,8 +136,10 @@ def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
         suite.add_expectation(expectation)
     vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name="qa_rows"))
     result = vd.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
+    by_id = {expectation.id: (rule, reason) for rule, reason, expectation in rules}
     failures = []
-    for (rule, reason, _), res in zip(rules, result.results):
+    for res in result.results:  # GX does not keep the suite's order: match by expectation id
+        rule, reason = by_id[res.expectation_config.id]
         if not res.success:
             idx = res.result.get("unexpected_index_list") or []
             failures.append((rule, reason, [int(i) for i in idx]))
@@ -149,7 +153,8 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
     if len(df):
         df = df.reset_index(drop=True)
         df["question_key"] = df["question"].map(normalise_question)
-        failures = run_suite(df[["question", "answer", "question_key"]], build_suite(vcfg, leakage_keys or set()))
+        checked = df[["question", "answer", "question_key"]].replace("", None)  # empty after strip -> null
+        failures = run_suite(checked, build_suite(vcfg, leakage_keys or set()))
         bad: dict[int, tuple[str, str]] = {}
         for rule, reason, idx in failures:
             if rule == "duplicates":

@@ -35,7 +35,9 @@ def stage_graph(root: str | Path = ".") -> list[dict]:
 def dvc_repro(stage: str, root: Path) -> dict:
     """Run one stage through DVC; returns whether it ran and how long it took."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root,
+    env = dict(os.environ)  # dvc.yaml calls `peftpipe`: make this interpreter's one found first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     skipped = False
     assert proc.stdout is not None

@@ -70,7 +70,7 @@ class LoraConfig(Section):
 
 class TrainConfig(Section):
     method: Literal["lora", "full"] = "lora"
-    steps: int = Field(120, ge=1)
+    steps: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
@@ -78,7 +78,7 @@ class TrainConfig(Section):
     max_grad_norm: float = 1.0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
-    checkpoint_every: int = Field(40, ge=1)
+    checkpoint_every: int = Field(20, ge=1)
     log_every: int = Field(5, ge=1)
     lora: LoraConfig = LoraConfig()
 
@@ -91,7 +91,7 @@ class EvaluateConfig(Section):
 
 
 class GatesConfig(Section):
-    min_rouge_l: float = 40.0
+    min_rouge_l: float = 60.0
     min_rouge_l_gain: float = 10.0
 
 

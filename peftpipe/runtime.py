@@ -21,6 +21,12 @@ def quiet_env() -> None:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*axis name.*will not be used.*")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
 def set_threads(n: int = 0) -> int:

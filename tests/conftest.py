@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peftpipe.runtime import quiet_env
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+quiet_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a BPE tokenizer trained on the embedded questions and answers."""
+    from tiny import build_tiny_model
+
+    from components.datagen import generate_rows
+
+    rows = generate_rows()
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", [r["question"] + " " + r["answer"] for r in rows])
+
+
+def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
+    """Params for fast runs on the tiny model, with every path under tmp."""
+    from components.datagen import write_dataset
+    from peftpipe.config import Paths, load_params
+
+    data = tmp / "qa.jsonl"
+    if not data.exists():
+        write_dataset(data)
+    paths = [f"paths.{k}={tmp / v}" for k, v in Paths().model_dump().items()]
+    overrides = paths + [f"model.source={tiny_model_dir}", f"data.path={data}", "train.steps=30", "train.lr=0.02",
+                         "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
+                         "evaluate.max_new_tokens=12", "train.checkpoint_every=10"]
+    return load_params(ROOT / "params.yaml", overrides + (extra or []))
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git + DVC checkout of this project's pipeline files in dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    (dest / "data").mkdir(exist_ok=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=dest, check=True, env=env)
+    return dest

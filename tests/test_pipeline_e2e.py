@@ -1,0 +1,92 @@
+"""The whole flow (Prefect over dvc.yaml) on the tiny model, in a fresh git + DVC checkout."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_project
+
+BIN = Path(sys.executable).parent
+
+
+def sh(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def project(tiny_model_dir, tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "proj")
+    shutil.copy(ROOT / "data" / "qa.jsonl.dvc", proj / "data" / "qa.jsonl.dvc")
+    overrides = [f"model.source={tiny_model_dir}", "train.steps=12", "train.batch_size=8", "train.lr=0.02",
+                 "evaluate.max_samples=8", "evaluate.max_new_tokens=10", "export.max_new_tokens=6",
+                 "export.parity_samples=2", "merge.check_samples=2", "gates.min_rouge_l=0", "gates.min_rouge_l_gain=-100"]
+    args = [str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)]
+    proc = sh(args, proj)
+    return proj, proc.stdout + proc.stderr
+
+
+def test_run_produces_bundle_metrics_and_summary(project):
+    proj, out = project
+    assert (proj / "data" / "qa.jsonl").exists()  # generated, and matching the DVC-tracked hash (below)
+    assert ran_stages(out) == ["base_model", "validate", "prepare", "train", "evaluate_base", "evaluate", "gate",
+                               "merge", "export"] or set(ran_stages(out)) == {
+        "base_model", "validate", "prepare", "train", "evaluate_base", "evaluate", "gate", "merge", "export"}
+    assert "ROUGE-L" in out and "PASS" in out and "bundle:" in out
+    assert (proj / "bundle" / "model.onnx").exists() and (proj / "bundle" / "checksums.sha256").exists()
+    validate = json.loads((proj / "metrics" / "validate.json").read_text())
+    assert validate["rows_in"] == validate["rows_kept"] + validate["rows_quarantined"] == 1012
+    status = sh([sys.executable, "-m", "dvc", "status", "data/qa.jsonl.dvc"], proj).stdout
+    assert "up to date" in status
+    assert "lr: 0.02" in (proj / "params.yaml").read_text()  # -S is recorded, as with dvc exp run -S
+
+
+def test_repro_after_run_does_nothing(project):
+    proj, _ = project
+    out = sh([sys.executable, "-m", "dvc", "repro"], proj).stdout
+    assert ran_stages(out) == []
+    assert "Data and pipelines are up to date" in out
+
+
+def test_gate_change_reruns_only_gate_onwards(project):
+    proj, _ = project
+    params = (proj / "params.yaml").read_text()
+    (proj / "params.yaml").write_text(params.replace("min_rouge_l_gain: -100", "min_rouge_l_gain: -99"))
+    out = sh([sys.executable, "-m", "dvc", "repro"], proj).stdout
+    assert ran_stages(out) == ["gate", "merge", "export"]
+
+
+def test_failing_gate_stops_before_merge(project):
+    proj, _ = project
+    out = sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_rouge_l=101"], proj, check=False)
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "FAIL min_rouge_l" in text and "quality gate failed" in text
+    assert "merge" not in ran_stages(text) and "export" not in ran_stages(text)
+    gates = json.loads((proj / "artifacts" / "gate" / "gates.json").read_text())
+    assert gates["passed"] is False
+    sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_rouge_l=0"], proj)  # back to green for the next test
+
+
+def test_data_row_change_reruns_validate_and_downstream(project):
+    proj, _ = project
+    data = proj / "data" / "qa.jsonl"
+    lines = data.read_text().splitlines(keepends=True)
+    lines[0] = lines[0].replace("The chemical symbol of hydrogen is H.", "Hydrogen's chemical symbol is H.")
+    data.write_text("".join(lines))
+    out = sh([sys.executable, "-m", "dvc", "repro", "--dry"], proj).stdout
+    assert ran_stages(out)[:1] == ["validate"]
+    assert "base_model" not in ran_stages(out)

@@ -1,0 +1,45 @@
+from components.prepare import IGNORE_INDEX, encode_example, load_prepared, run_prepare, split_rows
+from components.validate import run_validate
+from conftest import tiny_params
+
+
+def test_split_is_deterministic_and_stable_under_edits():
+    rows = [{"question": f"Question number {i}?", "answer": "a"} for i in range(500)]
+    train, test = split_rows(rows, 42, 0.1)
+    assert 25 <= len(test) <= 80 and len(train) + len(test) == 500
+    edited = rows[:10] + [{"question": "A brand new question?", "answer": "b"}] + rows[11:]
+    train2, test2 = split_rows(edited, 42, 0.1)
+    old = {r["question"] for r in test} - {rows[10]["question"]}
+    assert old <= {r["question"] for r in test2}  # no other row moved
+    assert split_rows(rows, 43, 0.1)[1] != test  # the seed matters
+
+
+def test_loss_only_on_answer_tokens_and_truncation(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    p = tiny_params(tmp_path, tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = encode_example(tok, "What is the capital of Peru?", "The capital of Peru is Lima.", p.prepare)
+    answer_ids = tok("The capital of Peru is Lima.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    labelled = [t for t in ex["labels"] if t != IGNORE_INDEX]
+    assert labelled == answer_ids
+    assert ex["input_ids"][-len(answer_ids):] == answer_ids
+    assert tok.decode(ex["input_ids"][: len(ex["input_ids"]) - len(answer_ids)]).endswith("<|im_start|>assistant\n")
+    short = encode_example(tok, "What is the capital of Peru?", "The capital of Peru is Lima.",
+                           p.prepare.model_copy(update={"max_length": 20}))
+    assert short["length"] == 20 and short["full_length"] > 20
+
+
+def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
+    from components.base_model import materialise
+
+    p = tiny_params(tmp_path, tiny_model_dir)
+    materialise(p.model, p.paths.base_model)
+    run_validate(p.data, p.validate_, p.paths.validated)
+    stats = run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    ds = load_prepared(p.paths.prepared)
+    assert len(ds["train"]) == stats["train_rows"] and len(ds["test"]) == stats["test_rows"]
+    assert stats["train_rows"] + stats["test_rows"] == 1012
+    assert not {r["question"] for r in ds["test"]} & set(ds["train"]["id"])
+    assert set(ds["test"]["id"]).isdisjoint(ds["train"]["id"])
+    assert stats["truncated"] == 0

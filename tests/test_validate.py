@@ -1,0 +1,106 @@
+import json
+
+import pytest
+
+from components.validate import DataError, run_validate
+from peftpipe.config import DataConfig, ValidateConfig
+
+GOOD = [{"question": f"What is item number {i}?", "answer": f"Item {i} is fine."} for i in range(40)]
+
+
+def write(path, rows):
+    lines = [r if isinstance(r, (str, bytes)) else json.dumps(r, ensure_ascii=False) for r in rows]
+    data = b"\n".join(x if isinstance(x, bytes) else x.encode("utf-8") for x in lines) + b"\n"
+    path.write_bytes(data)
+    return path
+
+
+def run(tmp_path, rows, **vkw):
+    f = write(tmp_path / "qa.jsonl", rows)
+    report = run_validate(DataConfig(path=str(f)), ValidateConfig(**vkw), tmp_path / "out")
+    quarantine = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"]
+    assert len(kept) == report["rows_kept"] and len(quarantine) == report["rows_quarantined"]
+    return report, kept, quarantine
+
+
+BAD_ROWS = [
+    ('{"question": "broken', "json"),
+    ('[1, 2]', "json"),
+    (b'{"question": "caf\xe9?", "answer": "yes"}', "encoding"),
+    ({"question": "Missing answer?"}, "required_fields"),
+    ({"question": "Null answer?", "answer": None}, "required_fields"),
+    ({"question": "Number answer?", "answer": 42}, "string_fields"),
+    ({"question": "Blank answer?", "answer": "   "}, "non_empty"),
+    ({"question": "", "answer": "An answer."}, "non_empty"),
+    ({"question": "Q?", "answer": "too short question"}, "length_bounds"),
+    ({"question": "Bell \x07 inside?", "answer": "yes"}, "control_characters"),
+    ({"question": "Mojibake \ufffd here?", "answer": "yes"}, "encoding"),
+    ({"question": "What is item number 3?", "answer": "Item 3 is fine."}, "duplicates"),
+    ({"question": "what is ITEM number 4", "answer": "Something else."}, "duplicates"),
+]
+
+
+@pytest.mark.parametrize("row, rule", BAD_ROWS)
+def test_each_bad_row_is_quarantined_with_its_rule(tmp_path, row, rule):
+    report, kept, quarantine = run(tmp_path, GOOD + [row])
+    assert report["rows_in"] == 41 and report["rows_kept"] == 40
+    assert [q["rule"] for q in quarantine] == [rule]
+    assert quarantine[0]["row"] == 41 and quarantine[0]["file"].endswith("qa.jsonl")
+    assert quarantine[0]["reason"]
+
+
+def test_duplicate_keeps_first_and_names_it(tmp_path):
+    _, kept, quarantine = run(tmp_path, GOOD + [{"question": "What is item number 5 ?", "answer": "Other."}])
+    assert quarantine[0]["reason"] == "conflicting answer with row 6"
+    assert sum(k["question"].startswith("What is item number 5") for k in kept) == 1
+
+
+def test_bom_and_blank_lines_are_fine(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + "\n\n".join(json.dumps(r) for r in GOOD).encode())
+    report = run_validate(DataConfig(path=str(f)), ValidateConfig(), tmp_path / "out")
+    assert report["rows_in"] == 40 and report["rows_quarantined"] == 0
+
+
+def test_leakage_against_test_file(tmp_path):
+    test = write(tmp_path / "test.jsonl", [{"question": "What is item number 7?", "answer": "Item 7 is fine."}]
+                 + [{"question": f"Held out {i}?", "answer": "x"} for i in range(12)])
+    train = write(tmp_path / "qa.jsonl", GOOD)
+    report = run_validate(DataConfig(path=str(train), test_path=str(test)), ValidateConfig(), tmp_path / "out")
+    assert report["by_rule"] == {"leakage": 1}
+    assert report["files"]["train"]["rows_kept"] == 39
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "file not found"),
+    ("", "file is empty"),
+    ("\n".join(json.dumps({"q": "a", "a": "b"}) for _ in range(3)), "rule required_fields: no row has the fields"),
+])
+def test_hard_failures_name_file_and_rule(tmp_path, content, match):
+    f = tmp_path / "qa.jsonl"
+    if content is not None:
+        f.write_text(content)
+    with pytest.raises(DataError, match=match) as e:
+        run_validate(DataConfig(path=str(f)), ValidateConfig(), tmp_path / "out")
+    assert str(f) in str(e.value)
+
+
+def test_directory_is_a_hard_failure(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        run_validate(DataConfig(path=str(tmp_path)), ValidateConfig(), tmp_path / "out")
+
+
+def test_too_many_bad_rows_stops_with_first_reason(tmp_path):
+    rows = GOOD[:10] + ['{"bad json'] * 5
+    with pytest.raises(DataError, match=r"5/15 rows quarantined .* first: row 11: rule json"):
+        run(tmp_path, rows)
+
+
+def test_custom_field_names(tmp_path):
+    f = write(tmp_path / "qa.jsonl", [{"prompt": r["question"], "response": r["answer"]} for r in GOOD])
+    report = run_validate(DataConfig(path=str(f), question_field="prompt", answer_field="response"), ValidateConfig(),
+                          tmp_path / "out")
+    kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert report["rows_kept"] == 40 and set(kept[0]) == {"question", "answer"}

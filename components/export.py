@@ -56,8 +56,12 @@ def kv_shape(config) -> tuple[int, int, int]:
 
 def export_onnx(model, out_dir: Path, opset: int) -> None:
     """torch.onnx.export (dynamo) of the KV-cache wrapper with dynamic batch, sequence and past lengths."""
-    import torch
+    import logging
 
+    import torch
+    import torch.onnx  # noqa: F401  (configures its loggers; quiet the optional-torchvision notes after)
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model.eval()
     model.config.use_cache = True
     layers, kv_heads, head_dim = kv_shape(model.config)
@@ -70,7 +74,7 @@ def export_onnx(model, out_dir: Path, opset: int) -> None:
     names_in = ["input_ids", "attention_mask", "position_ids"] + [f"past.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
     names_out = ["logits"] + [f"present.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
     with torch.inference_mode():
-        torch.onnx.export(_kv_wrapper(model), args, str(out_dir / MODEL_FILE), dynamo=True, opset_version=opset,
+        torch.onnx.export(_kv_wrapper(model).eval(), args, str(out_dir / MODEL_FILE), dynamo=True, opset_version=opset,
                           input_names=names_in, output_names=names_out, dynamic_shapes=dyn, external_data=True,
                           optimize=True, verbose=False)
     atomic_write_json(out_dir / "onnx_io.json", {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,

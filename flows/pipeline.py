@@ -21,6 +21,11 @@ def prefect_env(root: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
 
 
+# DVC's advice after each stage; the summary at the end says what to look at instead.
+DVC_HINTS = ("To track the changes with git", "\tgit add", "To enable auto staging", "\tdvc config core.autostage",
+             "Use `dvc push`")
+
+
 def stage_graph(root: str | Path = ".") -> list[dict]:
     """dvc.yaml's stages in topological order: [{name, retries}]."""
     import networkx as nx
@@ -44,6 +49,8 @@ def dvc_repro(stage: str, root: Path) -> dict:
     for line in proc.stdout:
         if "didn't change, skipping" in line or "is cached - skipping" in line:
             skipped = True
+        if not line.strip() or line.startswith(DVC_HINTS):
+            continue
         sys.stdout.write(line)
         sys.stdout.flush()
     if proc.wait() != 0:

@@ -60,7 +60,7 @@ def print_summary(root: str | Path = ".", stages: list[dict] | None = None, tota
     root = Path(root)
     data = collect(root)
     console = Console()
-    t = Table(title="peftpipe: base vs fine-tuned on the test split")
+    t = Table(title="base vs fine-tuned (test split)")
     for col in ("metric", "base", "fine-tuned", "delta"):
         t.add_column(col, justify="right" if col != "metric" else "left")
     for row in metric_rows(data):

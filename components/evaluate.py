@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from components.generation import greedy_generate
-from components.metrics import corpus_scores
+from components.metrics import corpus_bleu, score_samples
+from components.quality import degeneration
 from components.prepare import load_prepared
 from peftpipe.atomic import atomic_write_json, atomic_write_text
 from peftpipe.config import Params
@@ -27,14 +28,35 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
                                  cfg.batch_size, progress, desc=f"evaluate {label}")
     preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
     refs = [s["answer"] for s in samples]
-    scores = corpus_scores(preds, refs)
-    metrics = {**scores, "samples": len(samples), "generation": speed}
+    per = score_samples(preds, refs, cfg.language)
+    metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
+    metrics["sacrebleu"] = corpus_bleu(preds, refs, cfg.language)
+    metrics.update(degeneration(preds, refs, cfg.language))
+    metrics.update({"samples": len(samples), "language": cfg.language, "generation": speed})
     out_dir = Path(out_dir)
-    lines = [json.dumps({"id": s["id"], "question": s["question"], "reference": r, "prediction": p}, ensure_ascii=False)
-             for s, r, p in zip(samples, refs, preds)]
-    atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc}
+            for s, r, p, sc in zip(samples, refs, preds, per)]
+    atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    atomic_write_text(out_dir / "worst.md", worst_answers_markdown(rows, label))
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def worst_answers_markdown(rows: list[dict], label: str, k: int = 10) -> str:
+    """The k answers with the lowest ROUGE-L, for error analysis."""
+    cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:200]  # noqa: E731
+    worst = sorted(rows, key=lambda r: (r["scores"]["rouge-l"], r["id"]))[:k]
+    lines = [f"# Worst {len(worst)} answers ({label}) by ROUGE-L", "", "| id | ROUGE-L | question | reference | prediction |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {r['scores']['rouge-l']:.1f} | {cell(r['question'])} | {cell(r['reference'])} | "
+              f"{cell(r['prediction'])} |" for r in worst]
+    return "\n".join(lines) + "\n"
+
+
+def read_predictions(eval_dir: str | Path, name: str = "predictions.jsonl") -> dict[str, dict]:
+    """Per-sample predictions and scores, keyed by id."""
+    with open(Path(eval_dir) / name, encoding="utf-8") as f:
+        return {r["id"]: r for r in map(json.loads, f)}
 
 
 def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir: str | Path,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 from components.evaluate import test_samples
+from components.gates import PROMOTED_PREDICTIONS
 from components.generation import greedy_generate
 from components.onnx_runtime import MODEL_FILE, OnnxCausalLM
 from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
@@ -108,7 +110,7 @@ def _data_hash(path: str) -> str | None:
 
 def model_card(params: Params, metrics: dict, parity: dict) -> str:
     rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
-                     for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"))
+                     for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu"))
     gates = "\n".join(f"- {g['line']}" for g in metrics["gates"]["gates"])
     return f"""# peftpipe model bundle
 
@@ -174,6 +176,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
                 "data": {"path": params.data.path, "md5": _data_hash(params.data.path)},
                 "params": {k: v for k, v in params_dict(params).items() if k in CARD_PARAMS}, "metrics": metrics, "parity": parity}
         atomic_write_json(tmp / "model_card.json", card)
+        shutil.copy(Path(eval_dir) / "predictions.jsonl", tmp / PROMOTED_PREDICTIONS)  # for no-regression gates later
         atomic_write_text(tmp / "README.md", model_card(params, metrics, parity))
         write_checksums(tmp)
     return parity

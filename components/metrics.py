@@ -2,16 +2,22 @@
 
 Per sample: ROUGE F-scores from rouge-chinese on jieba tokens joined by spaces; BLEU-4 from
 nltk's sentence_bleu on characters with SmoothingFunction().method3; each x100 and rounded to
-4 decimals, then averaged over samples. An empty prediction or reference scores 0.
+4 decimals, then averaged over samples. An empty prediction or reference scores 0. For English
+the text is lower-cased before jieba splits it into words, so ROUGE is word-level and case-blind.
+Secondary figures: corpus BLEU from sacrebleu, exact match and token F1 (SQuAD-style; characters
+for Chinese).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import string
+from collections import Counter
 from statistics import fmean
 
 METRIC_NAMES = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+ZH_PUNCT = "，。！？；：、“”‘’（）《》【】—…·「」『』"
 
 
 def _jieba():
@@ -21,14 +27,17 @@ def _jieba():
     return jieba
 
 
-def sample_scores(prediction: str, reference: str) -> dict[str, float]:
-    """Scores of one prediction against one reference, x100."""
+def rouge_tokens(text: str, language: str = "en") -> str:
+    """jieba tokens joined by spaces (lower-cased first for English)."""
+    return " ".join(_jieba().cut(text.lower() if language == "en" else text))
+
+
+def sample_scores(prediction: str, reference: str, language: str = "en") -> dict[str, float]:
+    """Scores of one prediction against one reference, x100 (for "zh", the reference formula exactly)."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
 
-    jieba = _jieba()
-    hyp = " ".join(jieba.cut(prediction))
-    ref = " ".join(jieba.cut(reference))
+    hyp, ref = rouge_tokens(prediction, language), rouge_tokens(reference, language)
     if not hyp.split() or not ref.split():
         rouge = {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
     else:
@@ -41,17 +50,55 @@ def sample_scores(prediction: str, reference: str) -> dict[str, float]:
     return {"bleu-4": round(bleu * 100, 4), **rouge}
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
+def normalise_answer(text: str, language: str = "en") -> str:
+    """SQuAD-style normalisation: lower case, no punctuation, no English articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation) | set(ZH_PUNCT))
+    if language == "en":
+        text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
 
 
-def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean of the per-sample scores, plus exact match (normalised, x100)."""
+def answer_tokens(text: str, language: str = "en") -> list[str]:
+    norm = normalise_answer(text, language)
+    return [c for c in norm if not c.isspace()] if language == "zh" else norm.split()
+
+
+def token_f1(prediction: str, reference: str, language: str = "en") -> float:
+    p, r = answer_tokens(prediction, language), answer_tokens(reference, language)
+    if not p or not r:
+        return float(p == r) * 100
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return round(100 * 2 * precision * recall / (precision + recall), 4)
+
+
+def score_samples(predictions: list[str], references: list[str], language: str = "en") -> list[dict[str, float]]:
+    """Per-sample scores: the four reference metrics, exact match and token F1."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    out = []
+    for p, r in zip(predictions, references):
+        s = sample_scores(p, r, language)
+        s["exact_match"] = 100.0 * (normalise_answer(p, language) == normalise_answer(r, language))
+        s["token_f1"] = token_f1(p, r, language)
+        out.append(s)
+    return out
+
+
+def corpus_bleu(predictions: list[str], references: list[str], language: str = "en") -> float:
+    import sacrebleu
+
+    return round(sacrebleu.corpus_bleu(predictions, [references], tokenize="zh" if language == "zh" else "13a").score, 4)
+
+
+def corpus_scores(predictions: list[str], references: list[str], language: str = "en") -> dict[str, float]:
+    """Means of the per-sample scores plus sacrebleu's corpus BLEU."""
     if not predictions:
         raise ValueError("no samples to score")
-    per = [sample_scores(p, r) for p, r in zip(predictions, references)]
-    out = {name: round(fmean(s[name] for s in per), 4) for name in METRIC_NAMES}
-    out["exact_match"] = round(100 * fmean(_normalise(p) == _normalise(r) for p, r in zip(predictions, references)), 4)
+    per = score_samples(predictions, references, language)
+    out = {name: round(fmean(s[name] for s in per), 4) for name in per[0]}
+    out["sacrebleu"] = corpus_bleu(predictions, references, language)
     return out

@@ -19,8 +19,32 @@ from peftpipe.config import Params
 from peftpipe.runtime import resolve_precision, set_seed, set_threads
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class Health:
+    """Training health: NaN/inf loss or a spike stops training; the best weights so far are kept.
+
+    A spike is a loss above `factor` x the mean of the previous 20 losses that is also above the
+    starting loss level (mean of the first 3), checked once `warmup` steps have run.
+    """
+
+    def __init__(self, factor: float, warmup: int, window: int = 20):
+        self.factor, self.warmup, self.window = factor, warmup, window
+        self.history: list[float] = []
+        self.problem: dict | None = None
+
+    def check(self, step: int, value: float) -> bool:
+        """Record a loss; False (and self.problem set) when training must stop."""
+        if not math.isfinite(value):
+            self.problem = {"reason": "non-finite loss", "step": step, "value": value}
+        elif len(self.history) >= self.warmup:
+            recent = self.history[-self.window:]
+            mean, start = sum(recent) / len(recent), sum(self.history[:3]) / 3
+            if value > self.factor * mean and value > start:
+                self.problem = {"reason": f"loss spike above {self.factor:g}x the running mean {mean:.4g}",
+                                "step": step, "value": value}
+        if self.problem:
+            return False
+        self.history.append(value)
+        return True
 
 
 def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -146,6 +170,8 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
         start = load_checkpoint(resume_from, model, opt, sched)
         print(f"resuming from {resume_from} (step {start})")
 
+    health = Health(cfg.spike_factor, cfg.spike_warmup)
+    best = {"step": start, "loss": float("inf"), "state": trainable_state(model)}
     curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
     curve = open(curve_path, "a" if start > 0 else "w", encoding="utf-8")
     if start == 0:
@@ -160,14 +186,19 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             with autocast:
                 loss = model(**batch).loss
             value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"train: non-finite loss {value} at step {step + 1}")
+            if not health.check(step + 1, value):
+                bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
+                break
+            losses.append(value)
+            if (step + 1) % cfg.log_every == 0:  # weights not yet updated: this smoothed loss describes them
+                smoothed = float(np.mean(losses[-cfg.log_every:]))
+                if smoothed < best["loss"]:
+                    best = {"step": step, "loss": smoothed, "state": trainable_state(model)}
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(value)
             real_tokens += int(batch["attention_mask"].sum())
             computed_tokens += batch["input_ids"].numel()
             curve.write(f"{step + 1}\t{value:.6f}\t{sched.get_last_lr()[0]:.6g}\n")
@@ -176,6 +207,11 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched)
     wall = time.perf_counter() - t0
+    if health.problem:  # keep the best weights seen before the run went wrong
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, t in best["state"].items():
+                named[n].copy_(t)
 
     with atomic_dir(out_dir) as tmp:
         if method.ADAPTER:
@@ -183,13 +219,14 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
         else:
             model.save_pretrained(tmp / "model", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "model")
-        tail = losses[-cfg.log_every:] or [float("nan")]
+        tail = [x for x in losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
         metrics = {
             "method": cfg.method, "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
             "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
             "precision": precision, "threads": threads, "wall_s": round(wall, 2),
             "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
             "padding_fraction": round(1 - real_tokens / computed_tokens, 4) if computed_tokens else None,
+            "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": best["step"]},
         }
         atomic_write_json(tmp / "metrics.json", metrics)
     return metrics

@@ -80,6 +80,13 @@ def build_flow():
 
 
 def run_pipeline(root: str | Path = ".") -> list[dict]:
+    """Run the flow; a failing stage has printed its own one-line reason, so Prefect's traceback is muted."""
+    import logging
+
     root = Path(root).resolve()
     prefect_env(root)
-    return build_flow()(str(root))
+    stage_graph(root)  # a broken dvc.yaml or params.yaml fails here, before any server starts
+    pipeline = build_flow()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    return pipeline(str(root))

@@ -39,7 +39,8 @@ def cmd_run(args) -> int:
         stages = run_pipeline(".")
     except Exception as e:  # the failing stage printed its own message
         failed = str(e)
-    print_summary(".", stages, time.perf_counter() - t0)
+    if stages is not None or Path("metrics").is_dir():
+        print_summary(".", stages, time.perf_counter() - t0)
     if failed:
         return _fail(failed)
     return 0
@@ -167,7 +168,7 @@ def _is_user_error(e: Exception) -> bool:
     from components.validate import DataError
     from peftpipe.config import ConfigError
 
-    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "TrainingDiverged"}
+    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError"}
     return isinstance(e, (DataError, ConfigError)) or type(e).__name__ in names
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Section(BaseModel):
@@ -79,6 +79,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     checkpoint_every: int = Field(20, ge=1)
+    spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
+    spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")
     log_every: int = Field(5, ge=1)
     lora: LoraConfig = LoraConfig()
 
@@ -90,9 +92,30 @@ class EvaluateConfig(Section):
     language: Literal["en", "zh"] = "en"
 
 
+GATE_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu")
+
+
 class GatesConfig(Section):
-    min_rouge_l: float = 60.0
-    min_rouge_l_gain: float = 10.0
+    min_scores: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 60.0},
+                                         description="floors (x100) on the fine-tuned model's metrics")
+    min_gain: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 10.0},
+                                       description="minimum points gained over the base model")
+    require_significant_gain: bool = True  # the gain's paired bootstrap 95% interval must lie above 0
+    bootstrap_samples: int = Field(1000, ge=100)
+    promoted: str | None = Field(None, description="bundle of the currently promoted model, for the no-regression gate")
+    max_regression: float = Field(1.0, ge=0, description="ROUGE-L points allowed below the promoted model")
+    max_empty_rate: float = Field(0.05, ge=0, le=1)
+    max_repeated_ngram_rate: float = Field(0.2, ge=0, le=1)
+    min_length_ratio: float = Field(0.5, ge=0)
+    max_length_ratio: float = Field(2.0, gt=0)
+
+    @field_validator("min_scores", "min_gain")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(GATE_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(GATE_METRICS)}")
+        return v
 
 
 class MergeConfig(Section):

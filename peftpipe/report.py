@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1")
 
 
 def _read(path: Path) -> dict | None:
@@ -28,7 +28,7 @@ def metric_rows(data: dict) -> list[tuple[str, str, str, str]]:
         b, t = base.get(k), tuned.get(k)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         delta = "-" if b is None or t is None else f"{t - b:+.2f}"
-        rows.append((k.upper(), fmt(b), fmt(t), delta))
+        rows.append((k.upper().replace("_", " "), fmt(b), fmt(t), delta))
     return rows
 
 
@@ -53,6 +53,16 @@ def markdown_report(root: str | Path, stages: list[dict] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, list):
+        return "..".join(_fmt(i) for i in x)
+    return str(x)
+
+
 def print_summary(root: str | Path = ".", stages: list[dict] | None = None, total_s: float | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -73,7 +83,9 @@ def print_summary(root: str | Path = ".", stages: list[dict] | None = None, tota
     g.add_column("threshold", justify="right")
     g.add_column("verdict")
     for v in gates:
-        g.add_row(v["gate"], f"{v['value']:.2f}", f"{v['threshold']:g}", "[green]PASS" if v["passed"] else "[red]FAIL")
+        verdict = v["line"].split(" ", 1)[0]
+        color = {"PASS": "green", "FAIL": "red"}.get(verdict, "yellow")
+        g.add_row(v["gate"], _fmt(v["value"]), _fmt(v["threshold"]), f"[{color}]{verdict}")
     if gates:
         console.print(g)
     if stages:

@@ -54,7 +54,8 @@ def evaluate(p: Params) -> dict:
 def gate(p: Params) -> dict:
     from components.gates import run_gate
 
-    return run_gate(p.paths.eval_base, p.paths.eval, p.gates, p.paths.gate)
+    return run_gate(p.paths.eval_base, p.paths.eval, p.paths.train, p.gates, p.paths.gate,
+                    withdraw=(p.paths.merged, p.paths.bundle))
 
 
 def merge(p: Params) -> dict:

@@ -18,7 +18,8 @@ def embedded_run(tmp_path_factory):
     shutil.copy(ROOT / "data" / "qa.jsonl.dvc", proj / "data" / "qa.jsonl.dvc")
     overrides = ["train.steps=8", "train.batch_size=8", "train.checkpoint_every=4", "evaluate.max_samples=16",
                  "evaluate.max_new_tokens=24", "export.max_new_tokens=12", "export.parity_samples=2",
-                 "merge.check_samples=2", "gates.min_rouge_l=30", "gates.min_rouge_l_gain=0"]
+                 "merge.check_samples=2", "gates.min_scores.rouge-l=30", "gates.min_gain.rouge-l=0",
+                 "gates.require_significant_gain=false"]
     proc = sh([str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)], proj)
     return proj, proc.stdout + proc.stderr
 

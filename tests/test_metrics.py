@@ -5,13 +5,14 @@ import pytest
 from components.metrics import corpus_scores, sample_scores
 
 
-def reference_formula(pred: str, label: str) -> dict:
+def reference_formula(pred: str, label: str, lowercase: bool = False) -> dict:
     """ChatGLM's compute_metrics, written out independently (with LLaMA-Factory's empty-text guard)."""
     import jieba
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
 
-    hyp, ref = list(jieba.cut(pred)), list(jieba.cut(label))
+    hyp = list(jieba.cut(pred.lower() if lowercase else pred))
+    ref = list(jieba.cut(label.lower() if lowercase else label))
     if len(" ".join(hyp).split()) == 0 or len(" ".join(ref).split()) == 0:
         scores = {"rouge-1": {"f": 0.0}, "rouge-2": {"f": 0.0}, "rouge-l": {"f": 0.0}}
     else:
@@ -36,19 +37,55 @@ PAIRS = [
 
 @pytest.mark.parametrize("pred, label", PAIRS)
 def test_matches_reference_formula(pred, label):
-    ours, ref = sample_scores(pred, label), reference_formula(pred, label)
+    ours, ref = sample_scores(pred, label, "zh"), reference_formula(pred, label)
     for k in ref:
         assert ours[k] == pytest.approx(ref[k], abs=1e-6)
+    ours_en, ref_en = sample_scores(pred, label, "en"), reference_formula(pred, label, lowercase=True)
+    for k in ref_en:
+        assert ours_en[k] == pytest.approx(ref_en[k], abs=1e-6)
+
+
+def test_english_rouge_is_word_level_and_case_blind():
+    s = sample_scores("paris is the capital.", "The capital is Paris.", "en")
+    assert s["rouge-1"] == pytest.approx(100.0)  # same words, any case
+    assert sample_scores("paris is the capital.", "The capital is Paris.", "zh")["rouge-1"] < 100
+
+
+def ascii_only_rouge1(pred: str, label: str) -> float:
+    """What rouge-score's default tokenizer does: lower-case, keep [a-z0-9] runs, drop everything else."""
+    import re
+
+    p, r = re.findall(r"[a-z0-9]+", pred.lower()), re.findall(r"[a-z0-9]+", label.lower())
+    common = sum(min(p.count(w), r.count(w)) for w in set(p))
+    return 0.0 if not common else 100 * 2 * common / (len(p) + len(r))
+
+
+def test_a_rouge_that_drops_cjk_would_fail_the_chinese_parity():
+    pred, label = "北京是中国的首都。", "中国的首都是北京。"
+    assert ascii_only_rouge1(pred, label) != pytest.approx(reference_formula(pred, label)["rouge-1"], abs=1e-6)
+    assert ascii_only_rouge1(pred, label) == 0.0
+    assert sample_scores(pred, label, "zh")["rouge-1"] == pytest.approx(100.0)
+
+
+def test_token_f1_exact_match_and_sacrebleu():
+    from components.metrics import corpus_bleu, token_f1
+
+    assert token_f1("The capital is Lima.", "Lima is the capital") == 100.0
+    assert token_f1("Lima", "The capital of Peru is Lima.") == pytest.approx(100 * 2 * 1 * 0.2 / 1.2, abs=1e-4)
+    assert token_f1("北京", "首都北京", "zh") == pytest.approx(100 * 2 * 1 * 0.5 / 1.5, abs=1e-4)
+    assert token_f1("", "") == 100.0 and token_f1("", "x") == 0.0
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert corpus_bleu(["北京是中国的首都"], ["北京是中国的首都"], "zh") == pytest.approx(100.0)
 
 
 def test_known_values():
     """Values worked out by hand: unigram F 2*(4/5)*(4/7)/(4/5+4/7) = 66.67, LCS 2 -> 33.33."""
-    s = sample_scores("Paris is the capital.", "The capital of France is Paris.")
+    s = sample_scores("Paris is the capital.", "The capital of France is Paris.", "zh")
     assert s["rouge-1"] == pytest.approx(66.6667, abs=1e-4)
     assert s["rouge-2"] == 0.0
     assert s["rouge-l"] == pytest.approx(33.3333, abs=1e-4)
     assert s["bleu-4"] == pytest.approx(45.5667, abs=1e-4)
-    zh = sample_scores("北京是中国的首都。", "中国的首都是北京。")
+    zh = sample_scores("北京是中国的首都。", "中国的首都是北京。", "zh")
     assert zh["rouge-1"] == 100.0 and zh["rouge-2"] == pytest.approx(40.0, abs=1e-4)
 
 
@@ -60,8 +97,23 @@ def test_identical_is_100_and_empty_is_0():
 def test_corpus_scores_average_and_exact_match():
     preds = ["The capital of France is Paris.", "Paris is the capital."]
     refs = ["The capital of France is Paris.", "The capital of France is Paris."]
-    c = corpus_scores(preds, refs)
+    c = corpus_scores(preds, refs, "zh")
     assert c["rouge-l"] == pytest.approx((100 + 33.3333) / 2, abs=1e-4)
     assert c["exact_match"] == 50.0
     with pytest.raises(ValueError):
         corpus_scores(["a"], [])
+
+
+def test_degeneration_and_bootstrap():
+    from components.quality import degeneration, paired_bootstrap, repeated_ngram_rate
+
+    assert repeated_ngram_rate("x y z x y z x y z") == pytest.approx(1 - 3 / 7)
+    assert repeated_ngram_rate("The capital of Peru is Lima.") == 0.0
+    d = degeneration(["", "x y z x y z x y z", "Lima."], ["a", "b", "Lima."])
+    assert d["empty_rate"] == pytest.approx(1 / 3, abs=1e-4) and d["repeated_ngram_rate"] > 0.1
+    assert d["length_ratio"] == pytest.approx(22 / 7, abs=1e-4)
+    ci = paired_bootstrap([3.0] * 50, [1.0] * 50)
+    assert ci == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 50}
+    wide = paired_bootstrap([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1], samples=2000, seed=1)
+    assert wide["low"] < 0 < wide["high"]
+    assert paired_bootstrap([1, 0, 1], [0, 0, 1], seed=3) == paired_bootstrap([1, 0, 1], [0, 0, 1], seed=3)

@@ -13,6 +13,10 @@ import pytest
 from conftest import ROOT, make_project
 
 BIN = Path(sys.executable).parent
+# a random tiny model babbles: only the training-health gate and a floor of 0 stay strict
+RELAXED_GATES = ["gates.min_scores.rouge-l=0", "gates.min_gain.rouge-l=-100", "gates.require_significant_gain=false",
+                 "gates.max_empty_rate=1", "gates.max_repeated_ngram_rate=1", "gates.min_length_ratio=0",
+                 "gates.max_length_ratio=1000"]
 
 
 def sh(args, cwd, check=True):
@@ -33,7 +37,7 @@ def project(tiny_model_dir, tmp_path_factory):
     shutil.copy(ROOT / "data" / "qa.jsonl.dvc", proj / "data" / "qa.jsonl.dvc")
     overrides = [f"model.source={tiny_model_dir}", "train.steps=12", "train.batch_size=8", "train.lr=0.02",
                  "evaluate.max_samples=8", "evaluate.max_new_tokens=10", "export.max_new_tokens=6",
-                 "export.parity_samples=2", "merge.check_samples=2", "gates.min_rouge_l=0", "gates.min_rouge_l_gain=-100"]
+                 "export.parity_samples=2", "merge.check_samples=2"] + RELAXED_GATES
     args = [str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)]
     proc = sh(args, proj)
     return proj, proc.stdout + proc.stderr
@@ -64,21 +68,32 @@ def test_repro_after_run_does_nothing(project):
 def test_gate_change_reruns_only_gate_onwards(project):
     proj, _ = project
     params = (proj / "params.yaml").read_text()
-    (proj / "params.yaml").write_text(params.replace("min_rouge_l_gain: -100", "min_rouge_l_gain: -99"))
+    (proj / "params.yaml").write_text(params.replace("rouge-l: -100", "rouge-l: -99"))
     out = sh([sys.executable, "-m", "dvc", "repro"], proj).stdout
     assert ran_stages(out) == ["gate", "merge", "export"]
 
 
 def test_failing_gate_stops_before_merge(project):
     proj, _ = project
-    out = sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_rouge_l=101"], proj, check=False)
+    out = sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_scores.rouge-l=101"], proj, check=False)
     assert out.returncode == 1
     text = out.stdout + out.stderr
-    assert "FAIL min_rouge_l" in text and "quality gate failed" in text
+    assert "FAIL min_rouge-l: rouge-l = " in text and "quality gate failed" in text
+    assert "Traceback" not in text
     assert "merge" not in ran_stages(text) and "export" not in ran_stages(text)
     gates = json.loads((proj / "artifacts" / "gate" / "gates.json").read_text())
     assert gates["passed"] is False
-    sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_rouge_l=0"], proj)  # back to green for the next test
+    assert not (proj / "bundle").exists()  # the earlier bundle is withdrawn, nothing stale to deploy
+
+
+def test_diverging_training_fails_training_health_gate(project):
+    proj, _ = project
+    out = sh([str(BIN / "peftpipe"), "run", "-S", "gates.min_scores.rouge-l=0", "-S", "train.lr=1e30"], proj, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-2000:]
+    assert "FAIL training_health:" in text and "at step" in text
+    assert not (proj / "bundle").exists()
+    sh([str(BIN / "peftpipe"), "run", "-S", "train.lr=0.02"], proj)  # green again
 
 
 def test_data_row_change_reruns_validate_and_downstream(project):

@@ -85,3 +85,23 @@ def test_batch_schedule_groups_lengths_and_covers_data():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in sched) / len(sched)
     assert spread < 10  # similar lengths batched together
     assert sched == train_mod.batch_schedule(lengths, 8, 40, seed=1)
+
+
+def test_health_detects_nan_and_spikes():
+    h = train_mod.Health(factor=3.0, warmup=5)
+    assert all(h.check(i + 1, v) for i, v in enumerate([2.0, 1.8, 1.5, 1.2, 1.0, 0.9, 0.8]))
+    assert h.check(8, 1.9)  # noisy but below 3x the running mean
+    assert not h.check(9, 9.0) and h.problem["step"] == 9 and "spike" in h.problem["reason"]
+    h = train_mod.Health(factor=3.0, warmup=5)
+    assert h.check(1, 2.0) and not h.check(2, float("nan"))
+    assert h.problem["reason"] == "non-finite loss"
+
+
+def test_diverging_run_stops_and_keeps_best_weights(prepared, tmp_path):
+    _, p = prepared
+    m = train(p, tmp_path, {"lr": 1e30, "warmup_steps": 0, "spike_warmup": 3, "log_every": 1})
+    health = m["health"]
+    assert health["ok"] is False and health["step"] < p.train.steps
+    assert health["best_step"] < health["step"]
+    weights = adapter(tmp_path)
+    assert all(torch.isfinite(t).all() for t in weights.values())

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -40,27 +41,25 @@ def normalise_question(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text)).strip()
 
 
-def read_jsonl(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.DataFrame, int]:
-    """Parse a JSONL file line by line; returns (rows as strings, number of input rows)."""
+def _check_file(path: Path) -> bytes:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a JSONL file")
+        raise DataError(f"{path}: is a directory, expected a data file")
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    lines = data.split(b"\n")
-    if lines and lines[-1].strip() == b"":
-        lines = lines[:-1]
-    if not lines:
+    if not data.strip():
         raise DataError(f"{path}: file is empty (rule: non_empty_file)")
-    rows, n_in = [], 0
-    fields = (cfg.question_field, cfg.answer_field)
-    seen_fields: set[str] = set()
+    return data
+
+
+def iter_jsonl(path: Path, quarantine: Quarantine) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each parseable line; undecodable or broken lines are quarantined."""
+    lines = _check_file(path).split(b"\n")
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue  # blank lines are not rows
-        n_in += 1
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -74,6 +73,48 @@ def read_jsonl(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.
         if not isinstance(obj, dict):
             quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", line)
             continue
+        yield i, obj
+
+
+def iter_squad(path: Path, cfg: DataConfig, quarantine: Quarantine) -> Iterator[tuple[int, dict]]:
+    """SQuAD v1 JSON (data > paragraphs > qas): one row per question, numbered from 1 in file order.
+
+    The model's question is `data.context_template` filled with the context and the question; the
+    first answer is the reference and all answers are kept under `answers`.
+    """
+    try:
+        doc = json.loads(_check_file(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a SQuAD JSON file: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError(f"{path}: row 1: rule squad_structure: expected an object with a 'data' list")
+    row = 0
+    for a, article in enumerate(doc["data"]):
+        for p, para in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
+            context = para.get("context") if isinstance(para, dict) else None
+            for qa in para.get("qas", []) if isinstance(para, dict) else []:
+                row += 1
+                where = f"data[{a}].paragraphs[{p}]"
+                answers = [x.get("text") for x in qa.get("answers", []) if isinstance(x, dict)] if isinstance(qa, dict) else []
+                answers = [x for x in answers if isinstance(x, str) and x.strip()]
+                if not isinstance(context, str) or not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not answers:
+                    quarantine.add(str(path), row, "required_fields", f"{where}: needs a context, a question and an answer",
+                                   qa if isinstance(qa, dict) else None)
+                    continue
+                yield row, {"id": str(qa.get("id", row)),
+                            cfg.question_field: cfg.context_template.format(context=context.strip(), question=qa["question"].strip()),
+                            cfg.answer_field: answers[0], "answers": answers}
+
+
+def read_rows(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.DataFrame, int]:
+    """Parse a data file in `data.format`; returns (rows as strings, number of input rows)."""
+    before = len(quarantine.entries)
+    records = list(iter_squad(path, cfg, quarantine) if cfg.format == "squad" else iter_jsonl(path, quarantine))
+    n_in = len(records) + len(quarantine.entries) - before
+    rows = []
+    fields = (cfg.question_field, cfg.answer_field)
+    seen_fields: set[str] = set()
+    for i, obj in records:
         seen_fields.update(obj)
         missing = [f for f in fields if f not in obj or obj[f] is None]
         if missing:
@@ -85,7 +126,7 @@ def read_jsonl(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.
             continue
         rows.append({"_row": i, "question": obj[cfg.question_field].strip(), "answer": obj[cfg.answer_field].strip(),
                      "_raw": obj})
-    if n_in and not rows and not (set(fields) & seen_fields):
+    if records and not rows and not (set(fields) & seen_fields):
         raise DataError(
             f"{path}: row 1: rule required_fields: no row has the fields {cfg.question_field!r} and "
             f"{cfg.answer_field!r} (found: {', '.join(sorted(seen_fields)) or 'none'}); set data.question_field/answer_field"
@@ -149,7 +190,7 @@ def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
 def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None):
     """Validate one file: returns (kept rows, quarantine entries, rows in)."""
     quarantine = Quarantine()
-    df, n_in = read_jsonl(path, cfg, quarantine)
+    df, n_in = read_rows(path, cfg, quarantine)
     if len(df):
         df = df.reset_index(drop=True)
         df["question_key"] = df["question"].map(normalise_question)

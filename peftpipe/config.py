@@ -41,6 +41,8 @@ class ModelConfig(Section):
 
 class DataConfig(Section):
     path: str = "data/qa.jsonl"
+    format: Literal["qa", "squad"] = Field("qa", description="qa: JSONL rows; squad: SQuAD v1 JSON (context, question, answers)")
+    context_template: str = Field("{context}\n\n{question}", description="how squad rows become one question")
     test_path: str | None = Field(None, description="optional held-out file; otherwise prepare splits")
     question_field: str = "question"
     answer_field: str = "answer"

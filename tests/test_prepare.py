@@ -43,3 +43,33 @@ def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
     assert not {r["question"] for r in ds["test"]} & set(ds["train"]["id"])
     assert set(ds["test"]["id"]).isdisjoint(ds["train"]["id"])
     assert stats["truncated"] == 0
+
+
+def _digest(folder):
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.md5(b"".join(f.read_bytes() for f in sorted(Path(folder).rglob("*")) if f.is_file())).hexdigest()
+
+
+def test_prepare_output_is_byte_stable_and_test_split_survives_train_edits(tiny_model_dir, tmp_path):
+    """Equal inputs give equal bytes (DVC caches downstream); a train-row edit leaves the test split as it was."""
+    import json
+
+    from components.base_model import materialise
+
+    p = tiny_params(tmp_path, tiny_model_dir)
+    materialise(p.model, p.paths.base_model)
+    run_validate(p.data, p.validate_, p.paths.validated)
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "a")
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "b")
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    rows = [json.loads(x) for x in open(f"{p.paths.validated}/train.jsonl")]
+    test_ids = set(load_prepared(tmp_path / "a")["test"]["id"])
+    victim = next(i for i, r in enumerate(rows) if r["id"] not in test_ids)
+    rows[victim]["answer"] = "An edited answer."
+    with open(f"{p.paths.validated}/train.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "c")
+    assert _digest(tmp_path / "c" / "dataset" / "test") == _digest(tmp_path / "a" / "dataset" / "test")
+    assert _digest(tmp_path / "c" / "dataset" / "train") != _digest(tmp_path / "a" / "dataset" / "train")

@@ -104,3 +104,31 @@ def test_custom_field_names(tmp_path):
                           tmp_path / "out")
     kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert report["rows_kept"] == 40 and set(kept[0]) == {"question", "answer"}
+
+
+def squad_doc(qas_extra=()):
+    qas = [{"id": f"q{i}", "question": f"第{i}个问题是什么？", "answers": [{"text": f"答案{i}", "answer_start": 0}]}
+           for i in range(15)]
+    return {"version": "v1", "data": [{"paragraphs": [{"context": "这是一段中文材料。", "qas": qas + list(qas_extra)}]}]}
+
+
+def test_squad_reader_builds_prompts_and_quarantines_bad_questions(tmp_path):
+    f = tmp_path / "dev.json"
+    f.write_text(json.dumps(squad_doc([{"id": "bad", "question": "没有答案？", "answers": []}]), ensure_ascii=False))
+    cfg = DataConfig(path=str(f), format="squad", context_template="阅读：{context}\n问题：{question}")
+    report = run_validate(cfg, ValidateConfig(), tmp_path / "out")
+    assert (report["rows_in"], report["rows_kept"], report["rows_quarantined"]) == (16, 15, 1)
+    kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert kept[0]["question"] == "阅读：这是一段中文材料。\n问题：第0个问题是什么？"
+    assert kept[0]["answer"] == "答案0" and kept[0]["answers"] == ["答案0"]
+    q = json.loads((tmp_path / "out" / "quarantine.jsonl").read_text(encoding="utf-8"))
+    assert q["row"] == 16 and q["rule"] == "required_fields" and "data[0].paragraphs[0]" in q["reason"]
+
+
+def test_squad_reader_rejects_non_squad_files(tmp_path):
+    f = write(tmp_path / "qa.jsonl", GOOD)
+    with pytest.raises(DataError, match="not a SQuAD JSON file"):
+        run_validate(DataConfig(path=str(f), format="squad"), ValidateConfig(), tmp_path / "out")
+    f.write_text(json.dumps({"rows": []}))
+    with pytest.raises(DataError, match="rule squad_structure"):
+        run_validate(DataConfig(path=str(f), format="squad"), ValidateConfig(), tmp_path / "out")

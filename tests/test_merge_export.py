@@ -18,7 +18,9 @@ from conftest import tiny_params
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    p = tiny_params(tmp, tiny_model_dir, ["gates.min_rouge_l=0", "gates.min_rouge_l_gain=-100"])
+    from test_pipeline_e2e import RELAXED_GATES
+
+    p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES)
     P = p.paths
     materialise(p.model, P.base_model)
     run_validate(p.data, p.validate_, P.validated)
@@ -26,7 +28,7 @@ def exported(tiny_model_dir, tmp_path_factory):
     run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
     run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
     run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval)
-    run_gate(P.eval_base, P.eval, p.gates, P.gate)
+    run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
     merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
     parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
     return p, merge_report, parity

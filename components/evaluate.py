@@ -28,14 +28,15 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
                                  cfg.batch_size, progress, desc=f"evaluate {label}")
     preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
     refs = [s["answer"] for s in samples]
-    per = score_samples(preds, refs, cfg.language)
+    all_refs = [s.get("answers") or [s["answer"]] for s in samples]
+    per = score_samples(preds, all_refs, cfg.language)
     metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
-    metrics["sacrebleu"] = corpus_bleu(preds, refs, cfg.language)
+    metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
     metrics.update(degeneration(preds, refs, cfg.language))
     metrics.update({"samples": len(samples), "language": cfg.language, "generation": speed})
     out_dir = Path(out_dir)
-    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc}
-            for s, r, p, sc in zip(samples, refs, preds, per)]
+    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc,
+             **({"references": a} if len(a) > 1 else {})} for s, r, a, p, sc in zip(samples, refs, all_refs, preds, per)]
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
     atomic_write_text(out_dir / "worst.md", worst_answers_markdown(rows, label))
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -75,23 +75,36 @@ def token_f1(prediction: str, reference: str, language: str = "en") -> float:
     return round(100 * 2 * precision * recall / (precision + recall), 4)
 
 
-def score_samples(predictions: list[str], references: list[str], language: str = "en") -> list[dict[str, float]]:
-    """Per-sample scores: the four reference metrics, exact match and token F1."""
+def _one(p: str, r: str, language: str) -> dict[str, float]:
+    s = sample_scores(p, r, language)
+    s["exact_match"] = 100.0 * (normalise_answer(p, language) == normalise_answer(r, language))
+    s["token_f1"] = token_f1(p, r, language)
+    return s
+
+
+def score_samples(predictions: list[str], references: list[str | list[str]], language: str = "en") -> list[dict[str, float]]:
+    """Per-sample scores: the four reference metrics, exact match and token F1.
+
+    A sample with several references is scored against the one it matches best (highest ROUGE-L,
+    then BLEU-4), as SQuAD-style evaluations take the best answer.
+    """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     out = []
     for p, r in zip(predictions, references):
-        s = sample_scores(p, r, language)
-        s["exact_match"] = 100.0 * (normalise_answer(p, language) == normalise_answer(r, language))
-        s["token_f1"] = token_f1(p, r, language)
-        out.append(s)
+        refs = [r] if isinstance(r, str) else list(r)
+        out.append(max((_one(p, x, language) for x in refs), key=lambda s: (s["rouge-l"], s["bleu-4"])))
     return out
 
 
-def corpus_bleu(predictions: list[str], references: list[str], language: str = "en") -> float:
+def corpus_bleu(predictions: list[str], references: list[str | list[str]], language: str = "en") -> float:
+    """sacrebleu corpus BLEU; several references per sample become several reference streams."""
     import sacrebleu
 
-    return round(sacrebleu.corpus_bleu(predictions, [references], tokenize="zh" if language == "zh" else "13a").score, 4)
+    refs = [[r] if isinstance(r, str) else list(r) for r in references]
+    width = max(len(r) for r in refs)
+    streams = [[r[min(k, len(r) - 1)] for r in refs] for k in range(width)]  # short lists repeat their last
+    return round(sacrebleu.corpus_bleu(predictions, streams, tokenize="zh" if language == "zh" else "13a").score, 4)
 
 
 def corpus_scores(predictions: list[str], references: list[str], language: str = "en") -> dict[str, float]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from components.chat import IGNORE_INDEX, encode_conversation, render, with_system
 from components.validate import normalise_question
 from peftpipe.atomic import atomic_dir, atomic_write_json
 from peftpipe.config import PrepareConfig
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "run_prepare", "load_prepared", "prompt_text", "encode_example", "split_rows"]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -33,30 +34,32 @@ def split_rows(rows: list[dict], seed: int, fraction: float) -> tuple[list[dict]
     return train, test
 
 
-def chat_messages(question: str, system_prompt: str | None) -> list[dict]:
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return msgs + [{"role": "user", "content": question}]
+def conversation(row: dict) -> list[dict]:
+    """The row as chat turns: its own conversation, or one user question and its answer."""
+    return row.get("messages") or [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
 
 
 def prompt_text(tokenizer, question: str, system_prompt: str | None) -> str:
-    """The model's chat template up to the start of the assistant turn."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(chat_messages(question, system_prompt), tokenize=False,
-                                             add_generation_prompt=True)
-    head = f"{system_prompt}\n\n" if system_prompt else ""
-    return f"{head}Question: {question}\nAnswer: "
+    """The model's chat template for one question, up to the start of the assistant turn."""
+    return render(tokenizer, with_system([{"role": "user", "content": question}], system_prompt), add_generation_prompt=True)
 
 
-def encode_example(tokenizer, question: str, answer: str, cfg: PrepareConfig) -> dict:
-    """input_ids and labels (prompt masked with -100); truncated to cfg.max_length."""
-    prompt_ids = tokenizer(prompt_text(tokenizer, question, cfg.system_prompt), add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = prompt_ids + answer_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+def encode_example(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
+    """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length."""
+    ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt))
     full_len = len(ids)
     ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
     return {"input_ids": ids, "labels": labels, "length": len(ids), "full_length": full_len,
             "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX)}
+
+
+def test_record(tokenizer, row: dict, i: int, cfg: PrepareConfig) -> dict:
+    """An evaluation sample: the conversation up to its last user turn as the prompt; every reference kept."""
+    turns = with_system(conversation(row)[:-1], cfg.system_prompt)
+    prompt = render(tokenizer, turns, add_generation_prompt=True)
+    return {"id": row.get("id", str(i)), "question": row["question"], "answer": row["answer"],
+            "answers": row.get("answers") or [row["answer"]], "prompt": prompt,
+            "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
 
 
 def _length_stats(lengths: list[int]) -> dict:
@@ -81,14 +84,10 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     if not train or not test:
         raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
 
-    enc = [encode_example(tokenizer, r["question"], r["answer"], cfg) for r in train]
+    enc = [encode_example(tokenizer, r, cfg) for r in train]
     dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
     train_records = [{"id": r.get("id", str(i)), **e} for i, (r, e) in enumerate(zip(train, enc)) if e["answer_tokens"] > 0]
-    test_records = []
-    for i, r in enumerate(test):
-        prompt = prompt_text(tokenizer, r["question"], cfg.system_prompt)
-        test_records.append({"id": r.get("id", str(i)), "question": r["question"], "answer": r["answer"], "prompt": prompt,
-                             "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
+    test_records = [test_record(tokenizer, r, i, cfg) for i, r in enumerate(test)]
     stats = {
         "train_rows": len(train_records), "test_rows": len(test_records),
         "dropped_no_answer_tokens": dropped,

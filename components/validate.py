@@ -12,19 +12,18 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
+from components.readers import DataError, read_file
 from peftpipe.atomic import atomic_write_json, atomic_write_text
 from peftpipe.config import DataConfig, ValidateConfig
 
+__all__ = ["DataError", "run_validate", "validate_file", "normalise_question"]
+
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 REPLACEMENT_CHAR = "\ufffd"
-
-
-class DataError(ValueError):
-    """A hard data failure: the pipeline stops. The message names file, row and rule."""
+KEPT_FIELDS = ("id", "question", "answer", "answers", "messages")
 
 
 @dataclass
@@ -39,99 +38,6 @@ def normalise_question(text: str) -> str:
     """Key for duplicate and leakage checks: NFKC, case-folded, punctuation and spaces collapsed."""
     text = unicodedata.normalize("NFKC", text).casefold()
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text)).strip()
-
-
-def _check_file(path: Path) -> bytes:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file")
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if not data.strip():
-        raise DataError(f"{path}: file is empty (rule: non_empty_file)")
-    return data
-
-
-def iter_jsonl(path: Path, quarantine: Quarantine) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each parseable line; undecodable or broken lines are quarantined."""
-    lines = _check_file(path).split(b"\n")
-    for i, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue  # blank lines are not rows
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            quarantine.add(str(path), i, "encoding", f"not valid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            quarantine.add(str(path), i, "json", f"not valid JSON: {e.msg} at column {e.colno}", line)
-            continue
-        if not isinstance(obj, dict):
-            quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", line)
-            continue
-        yield i, obj
-
-
-def iter_squad(path: Path, cfg: DataConfig, quarantine: Quarantine) -> Iterator[tuple[int, dict]]:
-    """SQuAD v1 JSON (data > paragraphs > qas): one row per question, numbered from 1 in file order.
-
-    The model's question is `data.context_template` filled with the context and the question; the
-    first answer is the reference and all answers are kept under `answers`.
-    """
-    try:
-        doc = json.loads(_check_file(path).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a SQuAD JSON file: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise DataError(f"{path}: row 1: rule squad_structure: expected an object with a 'data' list")
-    row = 0
-    for a, article in enumerate(doc["data"]):
-        for p, para in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
-            context = para.get("context") if isinstance(para, dict) else None
-            for qa in para.get("qas", []) if isinstance(para, dict) else []:
-                row += 1
-                where = f"data[{a}].paragraphs[{p}]"
-                answers = [x.get("text") for x in qa.get("answers", []) if isinstance(x, dict)] if isinstance(qa, dict) else []
-                answers = [x for x in answers if isinstance(x, str) and x.strip()]
-                if not isinstance(context, str) or not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not answers:
-                    quarantine.add(str(path), row, "required_fields", f"{where}: needs a context, a question and an answer",
-                                   qa if isinstance(qa, dict) else None)
-                    continue
-                yield row, {"id": str(qa.get("id", row)),
-                            cfg.question_field: cfg.context_template.format(context=context.strip(), question=qa["question"].strip()),
-                            cfg.answer_field: answers[0], "answers": answers}
-
-
-def read_rows(path: Path, cfg: DataConfig, quarantine: Quarantine) -> tuple[pd.DataFrame, int]:
-    """Parse a data file in `data.format`; returns (rows as strings, number of input rows)."""
-    before = len(quarantine.entries)
-    records = list(iter_squad(path, cfg, quarantine) if cfg.format == "squad" else iter_jsonl(path, quarantine))
-    n_in = len(records) + len(quarantine.entries) - before
-    rows = []
-    fields = (cfg.question_field, cfg.answer_field)
-    seen_fields: set[str] = set()
-    for i, obj in records:
-        seen_fields.update(obj)
-        missing = [f for f in fields if f not in obj or obj[f] is None]
-        if missing:
-            quarantine.add(str(path), i, "required_fields", f"missing or null field(s): {', '.join(missing)}", obj)
-            continue
-        bad = [f for f in fields if not isinstance(obj[f], str)]
-        if bad:
-            quarantine.add(str(path), i, "string_fields", f"field(s) not a string: {', '.join(bad)}", obj)
-            continue
-        rows.append({"_row": i, "question": obj[cfg.question_field].strip(), "answer": obj[cfg.answer_field].strip(),
-                     "_raw": obj})
-    if records and not rows and not (set(fields) & seen_fields):
-        raise DataError(
-            f"{path}: row 1: rule required_fields: no row has the fields {cfg.question_field!r} and "
-            f"{cfg.answer_field!r} (found: {', '.join(sorted(seen_fields)) or 'none'}); set data.question_field/answer_field"
-        )
-    return pd.DataFrame(rows, columns=["_row", "question", "answer", "_raw"]), n_in
 
 
 def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
@@ -190,7 +96,9 @@ def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
 def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None):
     """Validate one file: returns (kept rows, quarantine entries, rows in)."""
     quarantine = Quarantine()
-    df, n_in = read_rows(path, cfg, quarantine)
+    fmt, records, n_in = read_file(path, cfg, quarantine)
+    df = pd.DataFrame([{"_row": i, **r, "question": r["question"].strip(), "answer": r["answer"].strip()}
+                       for i, r in records], columns=["_row", "question", "answer", "id", "answers", "messages", "_raw"])
     if len(df):
         df = df.reset_index(drop=True)
         df["question_key"] = df["question"].map(normalise_question)
@@ -216,15 +124,12 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
             what = "duplicate of" if same else "conflicting answer with"
             bad[i] = ("duplicates", f"{what} row {df.at[j, '_row']}")
         for i, (rule, reason) in sorted(bad.items()):
-            quarantine.add(str(path), int(df.at[i, "_row"]), rule, reason, df.at[i, "_raw"])
+            raw = df.at[i, "_raw"]
+            quarantine.add(str(path), int(df.at[i, "_row"]), rule, reason,
+                           raw if isinstance(raw, dict) else {"question": df.at[i, "question"], "answer": df.at[i, "answer"]})
         df = df.drop(index=list(bad))
-    kept = [dict(r["_raw"], question=r["question"], answer=r["answer"]) for r in df.to_dict("records")]
-    for r in kept:
-        if cfg.question_field != "question":
-            r.pop(cfg.question_field, None)
-        if cfg.answer_field != "answer":
-            r.pop(cfg.answer_field, None)
-    return kept, quarantine.entries, n_in
+    kept = [{k: r[k] for k in KEPT_FIELDS if isinstance(r.get(k), (str, list))} for r in df.to_dict("records")]
+    return kept, quarantine.entries, n_in, fmt
 
 
 def _check_hard(path: Path, kept: list, quarantined: list, n_in: int, vcfg: ValidateConfig) -> None:
@@ -254,15 +159,15 @@ def run_validate(cfg: DataConfig, vcfg: ValidateConfig, out_dir: str | Path) -> 
     results = {}
     test_keys: set[str] = set()
     if "test" in files:
-        kept, quarantined, n_in = validate_file(files["test"], cfg, vcfg)
+        kept, quarantined, n_in, _ = validate_file(files["test"], cfg, vcfg)
         _check_hard(files["test"], kept, quarantined, n_in, vcfg)
         results["test"] = (kept, quarantined, n_in)
         test_keys = {normalise_question(r["question"]) for r in kept}
-    kept, quarantined, n_in = validate_file(files["train"], cfg, vcfg, test_keys)
+    kept, quarantined, n_in, fmt = validate_file(files["train"], cfg, vcfg, test_keys)
     _check_hard(files["train"], kept, quarantined, n_in, vcfg)
     results["train"] = (kept, quarantined, n_in)
 
-    report: dict = {"files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0, "by_rule": {}}
+    report: dict = {"format": fmt, "files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0, "by_rule": {}}
     all_quarantined = []
     for split, (kept, quarantined, n_in) in results.items():
         assert n_in == len(kept) + len(quarantined), "row accounting broken"

@@ -39,13 +39,19 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+DOLLY_PATTERN = r"^### Human: (?P<question>.*?) ### Assistant: (?P<answer>.*)$"
+
+
 class DataConfig(Section):
     path: str = "data/qa.jsonl"
-    format: Literal["qa", "squad"] = Field("qa", description="qa: JSONL rows; squad: SQuAD v1 JSON (context, question, answers)")
-    context_template: str = Field("{context}\n\n{question}", description="how squad rows become one question")
     test_path: str | None = Field(None, description="optional held-out file; otherwise prepare splits")
-    question_field: str = "question"
-    answer_field: str = "answer"
+    format: Literal["auto", "qa", "alpaca", "sharegpt", "chatglm", "squad", "text"] = "auto"
+    question_field: str | None = Field(None, description="question column (qa: 'question', chatglm: 'prompt')")
+    answer_field: str | None = Field(None, description="answer column (qa: 'answer', chatglm: 'response')")
+    history_field: str = "history"
+    text_field: str = "text"
+    text_pattern: str = Field(DOLLY_PATTERN, description="text format: regex with question and answer groups")
+    context_template: str = Field("{context}\n\n{question}", description="squad: how context and question become one prompt")
 
 
 class ValidateConfig(Section):

@@ -112,3 +112,12 @@ def test_degeneration_and_bootstrap():
     wide = paired_bootstrap([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1], samples=2000, seed=1)
     assert wide["low"] < 0 < wide["high"]
     assert paired_bootstrap([1, 0, 1], [0, 0, 1], seed=3) == paired_bootstrap([1, 0, 1], [0, 0, 1], seed=3)
+
+
+def test_multiple_references_take_the_best_match():
+    from components.metrics import corpus_bleu, score_samples
+
+    one = score_samples(["The capital is Lima."], ["Lima is in Peru."])[0]
+    best = score_samples(["The capital is Lima."], [["Lima is in Peru.", "The capital is Lima."]])[0]
+    assert best["rouge-l"] == 100.0 and one["rouge-l"] < 100.0 and best["exact_match"] == 100.0
+    assert corpus_bleu(["the cat sat on the mat"], [["a dog", "the cat sat on the mat"]]) == pytest.approx(100.0)

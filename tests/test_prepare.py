@@ -19,14 +19,14 @@ def test_loss_only_on_answer_tokens_and_truncation(tiny_model_dir, tmp_path):
 
     p = tiny_params(tmp_path, tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ex = encode_example(tok, "What is the capital of Peru?", "The capital of Peru is Lima.", p.prepare)
+    row = {"question": "What is the capital of Peru?", "answer": "The capital of Peru is Lima."}
+    ex = encode_example(tok, row, p.prepare)
     answer_ids = tok("The capital of Peru is Lima.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     labelled = [t for t in ex["labels"] if t != IGNORE_INDEX]
     assert labelled == answer_ids
     assert ex["input_ids"][-len(answer_ids):] == answer_ids
     assert tok.decode(ex["input_ids"][: len(ex["input_ids"]) - len(answer_ids)]).endswith("<|im_start|>assistant\n")
-    short = encode_example(tok, "What is the capital of Peru?", "The capital of Peru is Lima.",
-                           p.prepare.model_copy(update={"max_length": 20}))
+    short = encode_example(tok, row, p.prepare.model_copy(update={"max_length": 20}))
     assert short["length"] == 20 and short["full_length"] > 20
 
 

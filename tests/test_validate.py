@@ -76,7 +76,7 @@ def test_leakage_against_test_file(tmp_path):
 @pytest.mark.parametrize("content, match", [
     (None, "file not found"),
     ("", "file is empty"),
-    ("\n".join(json.dumps({"q": "a", "a": "b"}) for _ in range(3)), "rule required_fields: no row has the fields"),
+    ("\n".join(json.dumps({"q": "a", "a": "b"}) for _ in range(3)), r"row 1: rule format: cannot tell the format from keys \['a', 'q'\]"),
 ])
 def test_hard_failures_name_file_and_rule(tmp_path, content, match):
     f = tmp_path / "qa.jsonl"
@@ -85,6 +85,12 @@ def test_hard_failures_name_file_and_rule(tmp_path, content, match):
     with pytest.raises(DataError, match=match) as e:
         run_validate(DataConfig(path=str(f)), ValidateConfig(), tmp_path / "out")
     assert str(f) in str(e.value)
+
+
+def test_declared_format_without_its_fields_is_a_hard_failure(tmp_path):
+    f = write(tmp_path / "qa.jsonl", [{"q": "a", "a": "b"}] * 3)
+    with pytest.raises(DataError, match=r"row 1: rule required_fields: no row has the fields 'question' and 'answer'"):
+        run_validate(DataConfig(path=str(f), format="qa"), ValidateConfig(), tmp_path / "out")
 
 
 def test_directory_is_a_hard_failure(tmp_path):
@@ -127,7 +133,7 @@ def test_squad_reader_builds_prompts_and_quarantines_bad_questions(tmp_path):
 
 def test_squad_reader_rejects_non_squad_files(tmp_path):
     f = write(tmp_path / "qa.jsonl", GOOD)
-    with pytest.raises(DataError, match="not a SQuAD JSON file"):
+    with pytest.raises(DataError, match="data.format is .squad. but the file looks like .qa."):
         run_validate(DataConfig(path=str(f), format="squad"), ValidateConfig(), tmp_path / "out")
     f.write_text(json.dumps({"rows": []}))
     with pytest.raises(DataError, match="rule squad_structure"):

@@ -68,21 +68,44 @@ def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
     return rules
 
 
-def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
-    """Run the expectations with GX; return (rule, reason, failing dataframe indices)."""
+def run_suite(df: pd.DataFrame, rules, docs_dir: str | Path | None = None) -> list[tuple[str, str, list[int]]]:
+    """Run the expectations with GX; return (rule, reason, failing dataframe indices).
+
+    With docs_dir, the run goes through a Checkpoint that renders Great Expectations Data Docs (HTML),
+    copied to docs_dir.
+    """
+    import shutil
+    import tempfile
+
     import great_expectations as gx
 
-    context = gx.get_context(mode="ephemeral")
+    tmp = tempfile.mkdtemp(prefix="peftpipe-gx-") if docs_dir else None
     try:
-        context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    except Exception:  # older/newer GX: progress bars stay on
-        pass
-    batch_def = context.data_sources.add_pandas("qa").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(gx.ExpectationSuite(name="qa_rows"))
-    for _, _, expectation in rules:
-        suite.add_expectation(expectation)
-    vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name="qa_rows"))
-    result = vd.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
+        context = gx.get_context(mode="file", project_root_dir=tmp) if tmp else gx.get_context(mode="ephemeral")
+        try:
+            context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+        except Exception:  # older/newer GX: progress bars stay on
+            pass
+        batch_def = context.data_sources.add_pandas("qa").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name="qa_rows"))
+        for _, _, expectation in rules:
+            suite.add_expectation(expectation)
+        vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name="qa_rows"))
+        if tmp:
+            from great_expectations.checkpoint import UpdateDataDocsAction
+
+            checkpoint = context.checkpoints.add(gx.Checkpoint(name="inspect", validation_definitions=[vd],
+                                                               actions=[UpdateDataDocsAction(name="docs")],
+                                                               result_format="COMPLETE"))
+            result = next(iter(checkpoint.run(batch_parameters={"dataframe": df}).run_results.values()))
+            site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
+            shutil.rmtree(docs_dir, ignore_errors=True)
+            shutil.copytree(site, docs_dir)
+        else:
+            result = vd.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
     by_id = {expectation.id: (rule, reason) for rule, reason, expectation in rules}
     failures = []
     for res in result.results:  # GX does not keep the suite's order: match by expectation id
@@ -93,8 +116,9 @@ def run_suite(df: pd.DataFrame, rules) -> list[tuple[str, str, list[int]]]:
     return failures
 
 
-def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None):
-    """Validate one file: returns (kept rows, quarantine entries, rows in)."""
+def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None,
+                  docs_dir: str | Path | None = None):
+    """Validate one file: returns (kept rows, quarantine entries, rows in, format)."""
     quarantine = Quarantine()
     fmt, records, n_in = read_file(path, cfg, quarantine)
     df = pd.DataFrame([{"_row": i, **r, "question": r["question"].strip(), "answer": r["answer"].strip()}
@@ -103,7 +127,7 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
         df = df.reset_index(drop=True)
         df["question_key"] = df["question"].map(normalise_question)
         checked = df[["question", "answer", "question_key"]].replace("", None)  # empty after strip -> null
-        failures = run_suite(checked, build_suite(vcfg, leakage_keys or set()))
+        failures = run_suite(checked, build_suite(vcfg, leakage_keys or set()), docs_dir)
         bad: dict[int, tuple[str, str]] = {}
         for rule, reason, idx in failures:
             if rule == "duplicates":

@@ -74,6 +74,27 @@ def cmd_data_generate(args) -> int:
     return 0
 
 
+def cmd_data_inspect(args) -> int:
+    from components.inspect import inspect_data, print_inspection
+    from peftpipe.config import load_params
+
+    params = load_params(PARAMS, args.set or [])
+    print_inspection(inspect_data(args.file, params, inspection_tokenizer(params), args.out))
+    return 0
+
+
+def inspection_tokenizer(params):
+    """The materialised base model's tokenizer, else the configured source's."""
+    from transformers import AutoTokenizer
+
+    if (Path(params.paths.base_model) / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(params.paths.base_model)
+    from components.base_model import resolve_source
+
+    args = resolve_source(params.model)
+    return AutoTokenizer.from_pretrained(**args, trust_remote_code=params.model.trust_remote_code)
+
+
 def cmd_generate(args) -> int:
     import json
 
@@ -145,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
     dg = dsub.add_parser("generate", help="write the embedded QA dataset (deterministic)")
     dg.add_argument("--out", default="data/qa.jsonl")
     dg.set_defaults(func=cmd_data_generate)
+
+    di = dsub.add_parser("inspect", help="format, counts, token lengths, truncation, duplicates, leakage, Data Docs")
+    di.add_argument("file")
+    di.add_argument("--out", default="artifacts/inspect", help="where inspect.json and the Data Docs HTML go")
+    di.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; this run only")
+    di.set_defaults(func=cmd_data_inspect)
 
     sm = sub.add_parser("summary", help="print the last run's metrics and gate verdicts")
     sm.set_defaults(func=cmd_summary)

@@ -117,3 +117,21 @@ def test_multi_turn_labels_cover_assistant_turns_only(tiny_model_dir):
     learned = tok.decode([t for t, l in zip(ids, labels) if l != IGNORE_INDEX])
     assert learned == "Hello.<|im_end|>Lima.<|im_end|>"
     assert tok.decode(ids).replace("\n", "") == render(tok, msgs, False).replace("\n", "")
+
+
+def test_data_inspect_cli_reports_and_writes_data_docs(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from peftpipe.cli import main
+
+    rows = [{"instruction": f"Question number {i}?", "output": f"Answer {i}."} for i in range(N)]
+    rows += [rows[0], {"instruction": "Only an instruction"}]
+    f = jsonl(tmp_path / "alp.jsonl", rows)
+    monkeypatch.chdir(tmp_path)
+    code = main(["data", "inspect", str(f), "--out", "insp", "-S", f"model.source={tiny_model_dir}",
+                 "-S", "prepare.max_length=20", "-S", "validate.min_rows=5"])
+    assert code == 0
+    report = json.loads((tmp_path / "insp" / "inspect.json").read_text())
+    assert report["format"] == "alpaca" and (report["rows_in"], report["rows_kept"]) == (N + 2, N)
+    assert report["duplicates"] == 1 and report["quarantined_by_rule"]["required_fields"] == 1
+    assert 0 < report["truncation_rate"] <= 1 and sum(b["rows"] for b in report["tokens"]["histogram"]) == N
+    assert (tmp_path / "insp" / "data_docs" / "index.html").exists()
+    assert "rows quarantined" in capsys.readouterr().out

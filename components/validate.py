@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.readers import DataError, read_file
-from peftpipe.atomic import atomic_write_json, atomic_write_text
+from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from peftpipe.config import DataConfig, ValidateConfig
 
 __all__ = ["DataError", "run_validate", "validate_file", "normalise_question"]
@@ -193,17 +193,18 @@ def run_validate(cfg: DataConfig, vcfg: ValidateConfig, out_dir: str | Path) -> 
 
     report: dict = {"format": fmt, "files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0, "by_rule": {}}
     all_quarantined = []
-    for split, (kept, quarantined, n_in) in results.items():
-        assert n_in == len(kept) + len(quarantined), "row accounting broken"
-        atomic_write_text(out_dir / f"{split}.jsonl", _jsonl(kept))
-        report["files"][split] = {"path": str(files[split]), "rows_in": n_in, "rows_kept": len(kept),
-                                  "rows_quarantined": len(quarantined)}
-        report["rows_in"] += n_in
-        report["rows_kept"] += len(kept)
-        report["rows_quarantined"] += len(quarantined)
-        for q in quarantined:
-            report["by_rule"][q["rule"]] = report["by_rule"].get(q["rule"], 0) + 1
-        all_quarantined += quarantined
-    atomic_write_text(out_dir / "quarantine.jsonl", _jsonl(all_quarantined))
-    atomic_write_json(out_dir / "report.json", report)
+    with atomic_dir(out_dir) as tmp:  # the whole folder is replaced: no file of an earlier run survives
+        for split, (kept, quarantined, n_in) in results.items():
+            assert n_in == len(kept) + len(quarantined), "row accounting broken"
+            atomic_write_text(tmp / f"{split}.jsonl", _jsonl(kept))
+            report["files"][split] = {"path": str(files[split]), "rows_in": n_in, "rows_kept": len(kept),
+                                      "rows_quarantined": len(quarantined)}
+            report["rows_in"] += n_in
+            report["rows_kept"] += len(kept)
+            report["rows_quarantined"] += len(quarantined)
+            for q in quarantined:
+                report["by_rule"][q["rule"]] = report["by_rule"].get(q["rule"], 0) + 1
+            all_quarantined += quarantined
+        atomic_write_text(tmp / "quarantine.jsonl", _jsonl(all_quarantined))
+        atomic_write_json(tmp / "report.json", report)
     return report

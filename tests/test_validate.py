@@ -138,3 +138,12 @@ def test_squad_reader_rejects_non_squad_files(tmp_path):
     f.write_text(json.dumps({"rows": []}))
     with pytest.raises(DataError, match="rule squad_structure"):
         run_validate(DataConfig(path=str(f), format="squad"), ValidateConfig(), tmp_path / "out")
+
+
+def test_rerun_without_test_file_leaves_no_stale_split(tmp_path):
+    test = write(tmp_path / "test.jsonl", [{"question": f"Held out {i}?", "answer": "x"} for i in range(12)])
+    train = write(tmp_path / "qa.jsonl", GOOD)
+    run_validate(DataConfig(path=str(train), test_path=str(test)), ValidateConfig(), tmp_path / "out")
+    assert (tmp_path / "out" / "test.jsonl").exists()
+    run_validate(DataConfig(path=str(train)), ValidateConfig(), tmp_path / "out")
+    assert not (tmp_path / "out" / "test.jsonl").exists()

@@ -22,8 +22,9 @@ from peftpipe.runtime import resolve_precision, set_seed, set_threads
 class Health:
     """Training health: NaN/inf loss or a spike stops training; the best weights so far are kept.
 
-    A spike is a loss above `factor` x the mean of the previous 20 losses that is also above the
-    starting loss level (mean of the first 3), checked once `warmup` steps have run.
+    A spike is a loss above the first loss and above `factor` x the lower of the first loss and the
+    mean of the previous 20 losses, checked once `warmup` steps have run (so a run that blew up during
+    warmup is still caught when the detector arms).
     """
 
     def __init__(self, factor: float, warmup: int, window: int = 20):
@@ -37,9 +38,10 @@ class Health:
             self.problem = {"reason": "non-finite loss", "step": step, "value": value}
         elif len(self.history) >= self.warmup:
             recent = self.history[-self.window:]
-            mean, start = sum(recent) / len(recent), sum(self.history[:3]) / 3
-            if value > self.factor * mean and value > start:
-                self.problem = {"reason": f"loss spike above {self.factor:g}x the running mean {mean:.4g}",
+            first = self.history[0]
+            ref = min(sum(recent) / len(recent), first)
+            if value > self.factor * ref and value > first:
+                self.problem = {"reason": f"loss spike above {self.factor:g}x the reference loss {ref:.4g}",
                                 "step": step, "value": value}
         if self.problem:
             return False

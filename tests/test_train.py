@@ -105,3 +105,9 @@ def test_diverging_run_stops_and_keeps_best_weights(prepared, tmp_path):
     assert health["best_step"] < health["step"]
     weights = adapter(tmp_path)
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_health_catches_a_blow_up_during_warmup():
+    h = train_mod.Health(factor=3.0, warmup=5)
+    assert all(h.check(i + 1, v) for i, v in enumerate([1.2, 4.0, 9.0, 11.0, 10.0]))  # not armed yet
+    assert not h.check(6, 10.5) and h.problem["step"] == 6  # 10.5 > 3 x first loss 1.2

@@ -192,10 +192,8 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
                 bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
                 break
             losses.append(value)
-            if (step + 1) % cfg.log_every == 0:  # weights not yet updated: this smoothed loss describes them
-                smoothed = float(np.mean(losses[-cfg.log_every:]))
-                if smoothed < best["loss"]:
-                    best = {"step": step, "loss": smoothed, "state": trainable_state(model)}
+            if value < best["loss"]:  # the weights are not updated yet: this loss is theirs
+                best = {"step": step, "loss": value, "state": trainable_state(model)}
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
             opt.step()

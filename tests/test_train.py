@@ -102,7 +102,7 @@ def test_diverging_run_stops_and_keeps_best_weights(prepared, tmp_path):
     m = train(p, tmp_path, {"lr": 1e30, "warmup_steps": 0, "spike_warmup": 3, "log_every": 1})
     health = m["health"]
     assert health["ok"] is False and health["step"] < p.train.steps
-    assert health["best_step"] < health["step"]
+    assert health["best_step"] == 0  # only the untouched weights had a finite loss
     weights = adapter(tmp_path)
     assert all(torch.isfinite(t).all() for t in weights.values())
 

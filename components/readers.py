@@ -21,7 +21,6 @@ from typing import Iterator
 
 from peftpipe.config import DataConfig
 
-FORMATS = ("qa", "alpaca", "sharegpt", "chatglm", "squad", "text")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
                 "model": "assistant", "system": "system", "chatgpt": "assistant"}
 FORMAT_COLUMNS = {"qa": ("question", "answer"), "chatglm": ("prompt", "response")}

@@ -19,7 +19,7 @@ def _fail(msg: str, code: int = 1) -> int:
 
 
 def cmd_run(args) -> int:
-    from peftpipe.config import Paths, load_params, write_overrides
+    from peftpipe.config import load_params, write_overrides
 
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)

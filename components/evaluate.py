@@ -20,12 +20,52 @@ def test_samples(prepared_dir: str | Path, max_samples: int) -> list[dict]:
     return test.select(range(min(max_samples, len(test)))).to_list()
 
 
+def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, system_prompt: str | None) -> list[list[int]]:
+    """Each sample's prompt ids; with in-context examples in front when shots are given."""
+    if shots is None:
+        return [s["prompt_ids"] for s in samples]
+    from components.methods.icl import prompt_ids
+
+    return [prompt_ids(tokenizer, s["messages"], shots, system_prompt) for s in samples]
+
+
+def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int) -> float:
+    """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked."""
+    import torch
+
+    from components.prepare import IGNORE_INDEX
+    from components.train import collate
+
+    rows = []
+    for s, p in zip(samples, prompts):
+        answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append({"input_ids": p + answer, "labels": [IGNORE_INDEX] * len(p) + answer})
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch_size):
+            batch = collate(rows[i : i + batch_size], tokenizer.pad_token_id)
+            labels = batch.pop("labels")
+            logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
+            total += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                                             ignore_index=IGNORE_INDEX, reduction="sum"))
+            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return round(total / count, 5)
+
+
 def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, shots: list[list[dict]] | None = None) -> dict:
     """Generate, score and write predictions.jsonl and metrics.json to out_dir."""
+    from components import kv_prefix
+
     cfg = params.evaluate
-    ids, speed = greedy_generate(model, tokenizer, [s["prompt_ids"] for s in samples], cfg.max_new_tokens,
-                                 cfg.batch_size, progress, desc=f"evaluate {label}")
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    loss = eval_loss(model, tokenizer, samples, prompts, cfg.batch_size)
+    prefix = None
+    if kv_prefix.is_prompt_learning(model):  # generate as deployed: the base model with the learned KV prefix
+        prefix, model = kv_prefix.compute_prefix(model), model.get_base_model()
+    ids, speed = greedy_generate(model, tokenizer, prompts, cfg.max_new_tokens,
+                                 cfg.batch_size, progress, desc=f"evaluate {label}", prefix=prefix)
     preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
     refs = [s["answer"] for s in samples]
     all_refs = [s.get("answers") or [s["answer"]] for s in samples]
@@ -33,6 +73,7 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
     metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
     metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
     metrics.update(degeneration(preds, refs, cfg.language))
+    metrics["eval_loss"] = loss
     metrics.update({"samples": len(samples), "language": cfg.language, "generation": speed})
     out_dir = Path(out_dir)
     rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc,
@@ -64,13 +105,16 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
                  train_dir: str | Path | None, out_dir: str | Path) -> dict:
     """which='base' scores the untrained base model; which='tuned' the fine-tuned one."""
     from components.base_model import load_base
-    from components.train import load_trained
+    from components.methods import load_trained
+    from components.methods.icl import read_shots
 
     set_threads(params.train.threads)
     set_seed(params.seed)
+    shots = None
     if which == "base":
         model, tokenizer = load_base(base_dir)
     else:
-        model, tokenizer = load_trained(params, base_dir, train_dir)
+        model, tokenizer, _ = load_trained(base_dir, train_dir)
+        shots = read_shots(train_dir)
     samples = test_samples(prepared_dir, params.evaluate.max_samples)
-    return evaluate_model(model, tokenizer, samples, params, out_dir, which)
+    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots)

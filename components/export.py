@@ -141,30 +141,45 @@ Files are listed with their SHA-256 in `{CHECKSUMS}`; `peftpipe generate` verifi
 def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path, eval_base_dir: str | Path,
                eval_dir: str | Path, gate_dir: str | Path, out_dir: str | Path) -> dict:
     """Export the merged model to an ONNX bundle; fail unless ONNX greedy output equals PyTorch's."""
+    from components import kv_prefix
     from components.base_model import load_base
+    from components.evaluate import prompts_for
+    from components.methods.icl import FILE as ICL_FILE, read_shots
 
     threads = set_threads(params.train.threads)
     set_seed(params.seed)
+    merged_dir = Path(merged_dir)
     model, tokenizer = load_base(merged_dir)
+    prefix, shots = kv_prefix.load(merged_dir), read_shots(merged_dir)
     samples = test_samples(prepared_dir, params.export.parity_samples)
-    prompts = [s["prompt_ids"] for s in samples]
-    n_new = params.export.max_new_tokens
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
     metrics = {"base": json.loads((Path(eval_base_dir) / "metrics.json").read_text()),
                "tuned": json.loads((Path(eval_dir) / "metrics.json").read_text()),
                "gates": json.loads((Path(gate_dir) / "gates.json").read_text())}
     with atomic_dir(out_dir) as tmp:
+        for extra in (kv_prefix.FILE, ICL_FILE):  # the prompt method's prefix or the ICL examples ship too
+            if (merged_dir / extra).exists():
+                shutil.copy(merged_dir / extra, tmp / extra)
         t0 = time.perf_counter()
         export_onnx(model, tmp, params.export.opset)
         export_s = time.perf_counter() - t0
-        torch_tokens, torch_speed = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+        t0 = time.perf_counter()
+        if prefix is None:
+            torch_tokens, _ = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+        else:
+            torch_tokens = [kv_prefix.greedy(model, p, prefix, n_new, eos) for p in prompts]
+        torch_s = time.perf_counter() - t0
         onnx = OnnxCausalLM(tmp, threads)
         t0 = time.perf_counter()
-        onnx_tokens = [onnx.generate(p, n_new, tokenizer.eos_token_id) for p in prompts]
+        onnx_tokens = [onnx.generate(p, n_new, eos) for p in prompts]
         onnx_s = time.perf_counter() - t0
         parity = {"prompts": len(prompts), "greedy_tokens_equal": onnx_tokens == torch_tokens,
                   "mismatches": [i for i, (a, b) in enumerate(zip(onnx_tokens, torch_tokens)) if a != b],
                   "onnx_tokens_per_s": round(sum(map(len, onnx_tokens)) / onnx_s, 2) if onnx_s else None,
-                  "torch_tokens_per_s": torch_speed["tokens_per_s"], "export_s": round(export_s, 1)}
+                  "torch_tokens_per_s": round(sum(map(len, torch_tokens)) / torch_s, 2) if torch_s else None,
+                  "export_s": round(export_s, 1), "kv_prefix_tokens": kv_prefix.prefix_length(prefix) if prefix else 0,
+                  "icl_shots": len(shots) if shots else 0}
         if not parity["greedy_tokens_equal"]:
             raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
         tokenizer.save_pretrained(tmp)

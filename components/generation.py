@@ -6,8 +6,12 @@ import time
 
 
 def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 16,
-                    progress: bool = True, desc: str = "generate") -> tuple[list[list[int]], dict]:
-    """Greedy continuations (token ids, EOS stripped) and speed stats. Similar lengths are batched together."""
+                    progress: bool = True, desc: str = "generate", prefix: dict | None = None) -> tuple[list[list[int]], dict]:
+    """Greedy continuations (token ids, EOS stripped) and speed stats. Similar lengths are batched together.
+
+    `prefix` (components/kv_prefix.py) is a prompt method's key/value prefix: it becomes the initial
+    cache, with positions continuing after it, exactly as in the PEFT model's forward pass.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
@@ -29,10 +33,19 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
             n = len(prompt_ids[i])
             ids[r, width - n :] = torch.tensor(prompt_ids[i])
             mask[r, width - n :] = 1
+        extra, start = {}, width
+        if prefix is not None:  # generate() treats cached positions as part of input_ids: stand-ins fill them
+            from components.kv_prefix import as_cache, prefix_length
+
+            n = prefix_length(prefix)
+            ids = torch.cat([torch.full((len(idx), n), pad, dtype=torch.long), ids], dim=1)
+            mask = torch.cat([torch.ones((len(idx), n), dtype=torch.long), mask], dim=1)
+            extra["past_key_values"] = as_cache({k: v.expand(len(idx), -1, -1, -1) for k, v in prefix.items()}, model.config)
+            start = n + width
         with torch.inference_mode():
-            gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+            gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **extra)
         for r, i in enumerate(idx):
-            toks = gen[r, width:].tolist()
+            toks = gen[r, start:].tolist()
             if eos in toks:
                 toks = toks[: toks.index(eos)]
             out[i] = toks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from components.evaluate import test_samples
@@ -35,28 +36,49 @@ def compare(before: list, after: list, rtol: float, atol: float) -> dict:
 
 def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, train_dir: str | Path,
               out_dir: str | Path) -> dict:
-    """Write the merged model (safetensors + tokenizer) and merge_report.json."""
-    from components.train import load_trained
+    """Write the deployable model (safetensors + tokenizer, plus a KV prefix or ICL examples) and merge_report.json.
+
+    Routes by method: adapters that fold into the weights are merged and checked; prompt methods
+    become a KV prefix on the unchanged base, checked the same way; full/selective tuning are
+    already weights; ICL ships its examples.
+    """
+    from components import kv_prefix
+    from components.methods import load_trained
+    from components.methods.icl import FILE as ICL_FILE, read_shots
 
     set_threads(params.train.threads)
     set_seed(params.seed)
-    method = get_method(params.train.method)
-    model, tokenizer = load_trained(params, base_dir, train_dir)
+    model, tokenizer, name = load_trained(base_dir, train_dir)
+    method = get_method(name)
     samples = test_samples(prepared_dir, params.merge.check_samples)
     seqs = [s["prompt_ids"] + tokenizer(s["answer"], add_special_tokens=False)["input_ids"] for s in samples]
     prompts = [s["prompt_ids"] for s in samples]
-    report: dict = {"method": params.train.method, "mergeable": method.MERGEABLE}
-    if method.MERGEABLE:
-        before = _logits(model, seqs)
-        tokens_before, _ = greedy_generate(model, tokenizer, prompts, params.export.max_new_tokens, progress=False)
-        model = model.merge_and_unload()
-        after = _logits(model, seqs)
-        tokens_after, _ = greedy_generate(model, tokenizer, prompts, params.export.max_new_tokens, progress=False)
+    n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
+    report: dict = {"method": name, "mergeable": method.MERGEABLE}
+    prefix = None
+    if method.MERGEABLE or kv_prefix.is_prompt_learning(model):
+        before = [lg[-len(s):] for lg, s in zip(_logits(model, seqs), seqs)]  # prompt tuning returns virtual tokens too
+        if method.MERGEABLE:
+            tokens_before, _ = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+            model = model.merge_and_unload()
+            after = _logits(model, seqs)
+            tokens_after, _ = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+            report["route"] = "merged into the weights"
+        else:
+            prefix = kv_prefix.compute_prefix(model)
+            model = model.get_base_model()  # how evaluate generated (batched, HF generate) vs a plain cached loop
+            tokens_before, _ = greedy_generate(model, tokenizer, prompts, n_new, progress=False, prefix=prefix)
+            with torch_inference():
+                after = [kv_prefix.forward(model, s, prefix)[0].float() for s in seqs]
+            tokens_after = [kv_prefix.greedy(model, p, prefix, n_new, eos) for p in prompts]
+            report["route"] = f"not mergeable: shipped as a {kv_prefix.prefix_length(prefix)}-position key/value prefix"
         report.update(compare(before, after, params.merge.rtol, params.merge.atol))
         report["greedy_tokens_equal"] = tokens_before == tokens_after
         report["passed"] = report["within_tolerance"] and report["greedy_tokens_equal"]
+    elif method.SAVE == "none":
+        report.update({"passed": True, "route": "not mergeable: no weights change; the in-context examples ship with the model"})
     else:
-        report.update({"passed": True, "note": f"{params.train.method} trains the weights directly; nothing to merge"})
+        report.update({"passed": True, "route": f"nothing to merge: {name} trains the model's own weights"})
     if not report["passed"]:
         atomic_write_json(Path(str(out_dir) + "_report.json"), report)
         raise MergeCheckFailed(
@@ -66,5 +88,15 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if prefix is not None:
+            kv_prefix.save(prefix, tmp)
+        if read_shots(train_dir) is not None:
+            shutil.copy(Path(train_dir) / ICL_FILE, tmp / ICL_FILE)
         atomic_write_json(tmp / "merge_report.json", report)
     return report
+
+
+def torch_inference():
+    import torch
+
+    return torch.inference_mode()

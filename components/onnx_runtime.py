@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 MODEL_FILE = "model.onnx"
+PREFIX_FILE = "prefix_kv.safetensors"  # components.kv_prefix.FILE (kept import-free of torch here)
 
 
 class OnnxCausalLM:
@@ -26,8 +27,20 @@ class OnnxCausalLM:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(folder / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.prefix = self._load_prefix(folder / PREFIX_FILE)
+
+    def _load_prefix(self, path: Path) -> list[np.ndarray] | None:
+        """A prompt method's key/value prefix (see components/kv_prefix.py), fed as the initial cache."""
+        if not path.exists():
+            return None
+        from safetensors.numpy import load_file
+
+        t = load_file(str(path))
+        return [t[f"past.{i // 2}.{'kv'[i % 2]}"] for i in range(2 * self.layers)]
 
     def _empty_past(self) -> list[np.ndarray]:
+        if self.prefix is not None:
+            return list(self.prefix)
         return [np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32) for _ in range(2 * self.layers)]
 
     def step(self, ids: list[int], past: list[np.ndarray], offset: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -43,7 +56,8 @@ class OnnxCausalLM:
 
     def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None) -> Iterator[int]:
         """Yield greedy tokens one at a time, stopping at EOS."""
-        past, offset, ids = self._empty_past(), 0, list(prompt_ids)
+        past, ids = self._empty_past(), list(prompt_ids)
+        offset = past[0].shape[2]  # positions continue after a prefix
         for _ in range(max_new_tokens):
             logits, past = self.step(ids, past, offset)
             offset += len(ids)

@@ -13,7 +13,7 @@ from components.validate import normalise_question
 from peftpipe.atomic import atomic_dir, atomic_write_json
 from peftpipe.config import PrepareConfig
 
-__all__ = ["IGNORE_INDEX", "run_prepare", "load_prepared", "prompt_text", "encode_example", "split_rows"]
+__all__ = ["IGNORE_INDEX", "run_prepare", "load_prepared", "encode_example", "split_rows"]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -39,26 +39,25 @@ def conversation(row: dict) -> list[dict]:
     return row.get("messages") or [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
 
 
-def prompt_text(tokenizer, question: str, system_prompt: str | None) -> str:
-    """The model's chat template for one question, up to the start of the assistant turn."""
-    return render(tokenizer, with_system([{"role": "user", "content": question}], system_prompt), add_generation_prompt=True)
-
-
 def encode_example(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
     """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length."""
     ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt))
     full_len = len(ids)
     ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
     return {"input_ids": ids, "labels": labels, "length": len(ids), "full_length": full_len,
-            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX)}
+            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX), "messages": _plain(conversation(row))}
+
+
+def _plain(messages: list[dict]) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def test_record(tokenizer, row: dict, i: int, cfg: PrepareConfig) -> dict:
     """An evaluation sample: the conversation up to its last user turn as the prompt; every reference kept."""
-    turns = with_system(conversation(row)[:-1], cfg.system_prompt)
-    prompt = render(tokenizer, turns, add_generation_prompt=True)
+    messages = _plain(conversation(row)[:-1])
+    prompt = render(tokenizer, with_system(messages, cfg.system_prompt), add_generation_prompt=True)
     return {"id": row.get("id", str(i)), "question": row["question"], "answer": row["answer"],
-            "answers": row.get("answers") or [row["answer"]], "prompt": prompt,
+            "answers": row.get("answers") or [row["answer"]], "prompt": prompt, "messages": messages,
             "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
 
 

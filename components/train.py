@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.methods import count_parameters, get_method
+from components.methods import Context, count_parameters, get_method, save_trained
 from components.prepare import IGNORE_INDEX, load_prepared
-from peftpipe.atomic import atomic_dir, atomic_write_json
+from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from peftpipe.config import Params
 from peftpipe.runtime import resolve_precision, set_seed, set_threads
 
@@ -95,12 +95,14 @@ def trainable_state(model) -> dict:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, keep: int = 2) -> None:
+def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, method, keep: int = 2) -> None:
     import torch
     from safetensors.torch import save_file
 
     with atomic_dir(ckpt_root / f"step-{step:06d}") as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
+        if hasattr(method, "extra_state"):
+            save_file(method.extra_state(model), tmp / "method_state.safetensors")
         save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         atomic_write_json(tmp / "state.json", {"step": step, "fingerprint": fp, "scheduler": scheduler.state_dict()})
@@ -120,7 +122,7 @@ def latest_checkpoint(ckpt_root: Path, fp: str) -> Path | None:
     return None
 
 
-def load_checkpoint(d: Path, model, optimizer, scheduler) -> int:
+def load_checkpoint(d: Path, model, optimizer, scheduler, method) -> int:
     import torch
     from safetensors.torch import load_file
 
@@ -133,6 +135,8 @@ def load_checkpoint(d: Path, model, optimizer, scheduler) -> int:
     optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(load_file(d / "rng.safetensors")["torch"])
+    if hasattr(method, "load_extra_state"):
+        method.load_extra_state(model, load_file(d / "method_state.safetensors"))
     return int(state["step"])
 
 
@@ -151,14 +155,25 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     set_seed(params.seed)
     model, tokenizer = load_base(base_dir)
     method = get_method(cfg.method)
-    model = method.apply(model, cfg)
+    train = load_prepared(prepared_dir)["train"]
+    rows = train.to_list()
+    curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
+    if method.SAVE == "none":  # in-context learning: nothing to train (an empty loss curve, no checkpoints)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(curve_path, "step\tloss\tlr\n")
+        with atomic_dir(out_dir) as tmp:
+            info = method.write(tmp, rows, cfg.method_config(), params.seed)
+            save_trained(cfg.method, model, tokenizer, tmp)
+            metrics = {"method": cfg.method, "steps": 0, "trainable_params": 0,
+                       "total_params": count_parameters(model)[1], **info}
+            atomic_write_json(tmp / "metrics.json", metrics)
+        return metrics
+    model = method.apply(model, cfg.method_config(), Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
     trainable, total = count_parameters(model)
     model.train()
 
-    train = load_prepared(prepared_dir)["train"]
-    rows = train.to_list()
     schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(), weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     precision = resolve_precision(cfg.precision)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -169,12 +184,11 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     start = 0
     resume_from = latest_checkpoint(ckpt_root, fp)
     if resume_from is not None:
-        start = load_checkpoint(resume_from, model, opt, sched)
+        start = load_checkpoint(resume_from, model, opt, sched, method)
         print(f"resuming from {resume_from} (step {start})")
 
     health = Health(cfg.spike_factor, cfg.spike_warmup)
     best = {"step": start, "loss": float("inf"), "state": trainable_state(model)}
-    curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
     curve = open(curve_path, "a" if start > 0 else "w", encoding="utf-8")
     if start == 0:
         curve.write("step\tloss\tlr\n")
@@ -198,6 +212,8 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
             opt.step()
             sched.step()
+            if hasattr(method, "after_step"):
+                method.after_step(model, step + 1)
             opt.zero_grad(set_to_none=True)
             real_tokens += int(batch["attention_mask"].sum())
             computed_tokens += batch["input_ids"].numel()
@@ -205,7 +221,7 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             curve.flush()
             bar.set_postfix(loss=f"{value:.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched)
+                save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched, method)
     wall = time.perf_counter() - t0
     if health.problem:  # keep the best weights seen before the run went wrong
         named = dict(model.named_parameters())
@@ -214,14 +230,10 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
                 named[n].copy_(t)
 
     with atomic_dir(out_dir) as tmp:
-        if method.ADAPTER:
-            model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        else:
-            model.save_pretrained(tmp / "model", safe_serialization=True)
-            tokenizer.save_pretrained(tmp / "model")
+        save_trained(cfg.method, model, tokenizer, tmp)
         tail = [x for x in losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
         metrics = {
-            "method": cfg.method, "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
+            "method": cfg.method, "family": method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
             "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
             "precision": precision, "threads": threads, "wall_s": round(wall, 2),
             "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
@@ -230,18 +242,3 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
         }
         atomic_write_json(tmp / "metrics.json", metrics)
     return metrics
-
-
-def load_trained(params: Params, base_dir: str | Path, train_dir: str | Path):
-    """The fine-tuned model for inference: base + adapter, or the fully trained weights."""
-    from components.base_model import load_base
-
-    train_dir = Path(train_dir)
-    if (train_dir / "model").exists():
-        return load_base(train_dir / "model")
-    from peft import PeftModel
-
-    model, tokenizer = load_base(base_dir)
-    model = PeftModel.from_pretrained(model, train_dir / "adapter")
-    model.eval()
-    return model, tokenizer

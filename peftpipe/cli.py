@@ -116,8 +116,8 @@ def cmd_generate(args) -> int:
     import json
 
     from components.export import verify_checksums
+    from components.methods.icl import prompt_ids, read_shots
     from components.onnx_runtime import OnnxCausalLM
-    from components.prepare import prompt_text
     from transformers import AutoTokenizer
 
     bundle = Path(args.bundle)
@@ -128,8 +128,9 @@ def cmd_generate(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     lm = OnnxCausalLM(bundle)
     max_new = args.max_new_tokens or gen["max_new_tokens"]
+    shots = read_shots(bundle) or []  # an ICL bundle's examples go before the question
     for q in args.question:
-        ids = tokenizer(prompt_text(tokenizer, q, gen.get("system_prompt")), add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(tokenizer, [{"role": "user", "content": q}], shots, gen.get("system_prompt"))
         if len(args.question) > 1:
             print(f"Q: {q}\nA: ", end="", flush=True)
         if args.no_stream:
@@ -154,6 +155,7 @@ def cmd_summary(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from components.methods import NAMES as METHOD_NAMES
     from peftpipe.stages import STAGES
 
     p = argparse.ArgumentParser(prog="peftpipe", description=__doc__)
@@ -162,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
     set_help = "override a param, e.g. -S train.lr=1e-4 (same syntax as dvc exp run -S)"
 
     r = sub.add_parser("run", help="run the whole pipeline (Prefect flow over the dvc.yaml stages)")
-    r.add_argument("--method", help="fine-tuning method (sets train.method)")
+    r.add_argument("--method", help="fine-tuning method (sets train.method): " + ", ".join(METHOD_NAMES))
     r.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; written to params.yaml")
     r.set_defaults(func=cmd_run)
 

@@ -12,6 +12,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import components.methods as m
+from components.methods import (adalora, dora, full, hybrid, ia3, icl, lokr, loha, lora, prefix,  # noqa: F401
+                                prompt, ptuning, ptuning_v2, rslora, selective)
+from components.methods import NAMES
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -69,15 +74,8 @@ class PrepareConfig(Section):
     system_prompt: str | None = "Answer the question in one short sentence."
 
 
-class LoraConfig(Section):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
 class TrainConfig(Section):
-    method: Literal["lora", "full"] = "lora"
+    method: str = Field("lora", description="one of components.methods.NAMES")
     steps: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -90,7 +88,36 @@ class TrainConfig(Section):
     spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
     spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")
     log_every: int = Field(5, ge=1)
-    lora: LoraConfig = LoraConfig()
+    # each method's own block (components/methods/<name>.py); `lr: null` there means train.lr
+    full: m.full.Config = m.full.Config()
+    lora: m.lora.Config = m.lora.Config()
+    dora: m.dora.Config = m.dora.Config()
+    rslora: m.rslora.Config = m.rslora.Config()
+    adalora: m.adalora.Config = m.adalora.Config()
+    ia3: m.ia3.Config = m.ia3.Config()
+    loha: m.loha.Config = m.loha.Config()
+    lokr: m.lokr.Config = m.lokr.Config()
+    prefix: m.prefix.Config = m.prefix.Config()
+    ptuning_v2: m.ptuning_v2.Config = m.ptuning_v2.Config()
+    ptuning: m.ptuning.Config = m.ptuning.Config()
+    prompt: m.prompt.Config = m.prompt.Config()
+    selective: m.selective.Config = m.selective.Config()
+    hybrid: m.hybrid.Config = m.hybrid.Config()
+    icl: m.icl.Config = m.icl.Config()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in NAMES:
+            raise ValueError(f"unknown method {v!r}; choose from {', '.join(NAMES)}")
+        return v
+
+    def method_config(self):
+        """The chosen method's block."""
+        return getattr(self, self.method)
+
+    def method_lr(self) -> float:
+        return self.method_config().lr or self.lr
 
 
 class EvaluateConfig(Section):

@@ -111,3 +111,19 @@ def test_diverging_training_fails_training_health_gate(project):
     assert not (proj / "bundle").exists()
 
 
+
+
+@pytest.mark.parametrize("method,shipped", [("ptuning_v2", "prefix_kv.safetensors"), ("icl", "icl.json")])
+def test_methods_that_cannot_merge_still_reach_the_bundle(project, method, shipped):
+    proj, _ = project
+    out = sh([str(BIN / "peftpipe"), "run", "--method", method, "-S", "train.lr=0.02", "-S", "gates.min_scores.rouge-l=0"], proj)
+    text = out.stdout + out.stderr
+    assert ran_stages(text) == ["train", "evaluate", "gate", "merge", "export"], text[-2000:]
+    merge = json.loads((proj / "metrics" / "merge.json").read_text())
+    assert merge["method"] == method and merge["mergeable"] is False and "not mergeable" in merge["route"]
+    card = json.loads((proj / "bundle" / "model_card.json").read_text())
+    assert card["method"] == method and card["parity"]["greedy_tokens_equal"]
+    assert (proj / "bundle" / shipped).exists()
+    # the bundle serves from the CLI with its prefix or examples (a random tiny model may answer with EOS at once)
+    sh([str(BIN / "peftpipe"), "generate", "--bundle", "bundle", "--max-new-tokens", "4", "--no-stream",
+        "What is the capital of Kenya?"], proj)

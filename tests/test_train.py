@@ -24,7 +24,11 @@ def prepared(tiny_model_dir, tmp_path_factory):
 def train(p, out, extra=None):
     q = p.model_copy(deep=True)
     for k, v in (extra or {}).items():
-        setattr(q.train, k, v)
+        node = q.train
+        *parents, leaf = k.split(".")
+        for part in parents:
+            node = getattr(node, part)
+        setattr(node, leaf, v)
     return train_mod.run_train(q, p.paths.base_model, p.paths.prepared, out / "train", out / "ckpt", progress=False)
 
 
@@ -71,7 +75,7 @@ def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeyp
 
 def test_full_fine_tuning_saves_whole_model(prepared, tmp_path):
     _, p = prepared
-    m = train(p, tmp_path, {"method": "full", "steps": 30, "lr": 3e-3})
+    m = train(p, tmp_path, {"method": "full", "steps": 30, "full.lr": 3e-3})
     assert m["trainable_params"] == m["total_params"]
     assert m["final_loss"] < 0.8 * m["first_loss"]
     assert (tmp_path / "train" / "model" / "model.safetensors").exists()

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from components.methods.base import Context, MethodConfig
+
+FAMILY = "full"
 MERGEABLE = False  # nothing to merge: the trained weights are the model
-ADAPTER = False
+SAVE = "model"
 
 
-def apply(model, train_cfg):
+class Config(MethodConfig):
+    lr: float | None = 5e-5
+
+
+def apply(model, c: Config, ctx: Context):
     for p in model.parameters():
         p.requires_grad_(True)
     return model

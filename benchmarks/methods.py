@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--eval-samples", type=int, default=100)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "methods"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
@@ -53,12 +54,13 @@ def params(args):
         f"data.path={args.data}", "data.format=auto", "prepare.system_prompt=null", f"prepare.max_length={args.max_length}",
         f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
         f"train.threads={args.threads}", f"evaluate.max_samples={args.eval_samples}",
-        f"evaluate.max_new_tokens={args.max_new_tokens}", "evaluate.batch_size=16"] + args.set)
+        f"evaluate.max_new_tokens={args.max_new_tokens}", f"evaluate.batch_size={args.eval_batch_size}"] + args.set)
 
 
 def config_key(args) -> str:
     """Results are reused only for the same budget and data."""
-    keys = ("data", "steps", "batch_size", "max_length", "eval_samples", "max_new_tokens", "threads", "set")
+    keys = ("data", "steps", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
+            "set")
     return hashlib.sha256(json.dumps({k: getattr(args, k) for k in keys}).encode()).hexdigest()[:12]
 
 

@@ -89,3 +89,22 @@ def test_generate_cli_answers_from_bundle(exported, capsys):
     out = capsys.readouterr().out.strip()
     assert out  # the tiny random model's words; the embedded e2e test checks they make sense
     assert main(["generate", "--bundle", str(p.paths.bundle) + "_missing", "x"]) == 2
+
+
+def test_icl_bundle_carries_its_examples_into_onnx_prompts(exported, tmp_path, capsys):
+    """ICL changes no weight: merge ships the examples, export checks ONNX on prompts that contain them."""
+    from components.methods.icl import read_shots
+    from peftpipe.cli import main
+
+    p, _, _ = exported
+    q = p.model_copy(deep=True)
+    q.train.method = "icl"
+    P = q.paths
+    run_train(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "ckpt", progress=False)
+    report = run_merge(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "merged")
+    assert report["mergeable"] is False and "in-context examples" in report["route"]
+    parity = run_export(q, tmp_path / "merged", P.prepared, P.eval_base, P.eval, P.gate, tmp_path / "bundle")
+    assert parity["greedy_tokens_equal"] and parity["icl_shots"] == q.train.icl.shots
+    assert read_shots(tmp_path / "bundle") == read_shots(tmp_path / "train")
+    verify_checksums(tmp_path / "bundle")
+    assert main(["generate", "--bundle", str(tmp_path / "bundle"), "--max-new-tokens", "3", "--no-stream", "Hi?"]) == 0

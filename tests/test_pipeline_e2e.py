@@ -113,9 +113,11 @@ def test_diverging_training_fails_training_health_gate(project):
 
 
 
-@pytest.mark.parametrize("method,shipped", [("ptuning_v2", "prefix_kv.safetensors"), ("icl", "icl.json")])
-def test_methods_that_cannot_merge_still_reach_the_bundle(project, method, shipped):
+def test_a_method_that_cannot_merge_still_reaches_the_bundle(project):
+    """P-Tuning v2 through the CLI: merge ships a KV prefix, export checks ONNX with it, generate uses it.
+    (ICL's route is tested at component level in test_merge_export.py.)"""
     proj, _ = project
+    method, shipped = "ptuning_v2", "prefix_kv.safetensors"
     out = sh([str(BIN / "peftpipe"), "run", "--method", method, "-S", "train.lr=0.02", "-S", "gates.min_scores.rouge-l=0"], proj)
     text = out.stdout + out.stderr
     assert ran_stages(text) == ["train", "evaluate", "gate", "merge", "export"], text[-2000:]

@@ -22,8 +22,8 @@ from pathlib import Path
 from common import DATASETS, ROOT, dir_size_mb, env_block, markdown_table, peak_rss_mb, read_json, write_json
 
 BASELINES = ["zero_shot", "icl"]
-TRAINED = ["full", "lora", "dora", "rslora", "adalora", "ia3", "loha", "lokr", "prefix", "ptuning_v2", "ptuning",
-           "prompt", "selective", "hybrid"]
+TRAINED = ["full", "lora", "dora", "prefix", "ptuning_v2", "prompt", "selective", "hybrid", "ia3", "adalora", "ptuning",
+           "rslora", "loha", "lokr"]  # one of each family early, so a partial run already compares them
 
 
 def parse_args(argv=None):

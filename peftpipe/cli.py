@@ -60,11 +60,12 @@ def run_lock(path: Path):
 
 
 def _run_locked(args) -> int:
-    from peftpipe.config import load_params, write_overrides
+    from peftpipe.config import check_confined, load_params, write_overrides
 
     overrides = list(args.set or [])
     if args.method:
         overrides.append(f"train.method={args.method}")
+    check_confined(load_params(PARAMS, overrides))  # before anything is written
     if overrides:
         write_overrides(PARAMS, overrides)  # as `dvc exp run -S` does: params.yaml is the record
     params = load_params(PARAMS)
@@ -114,10 +115,11 @@ def cache_tracked_data(path: str) -> None:
 
 
 def cmd_stage(args) -> int:
-    from peftpipe.config import load_params
+    from peftpipe.config import check_confined, load_params
     from peftpipe.stages import run_stage
 
     params = load_params(PARAMS, args.set or [])
+    check_confined(params)
     run_stage(args.name, params)
     return 0
 

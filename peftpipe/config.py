@@ -168,6 +168,7 @@ class ExportConfig(Section):
 
 class Params(Section):
     seed: int = 42
+    allow_outside_project: bool = Field(False, description="let data and output paths leave the project folder")
     paths: Paths = Paths()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -184,6 +185,22 @@ class Params(Section):
 
 class ConfigError(ValueError):
     """A params file or override that does not fit the schema."""
+
+
+def check_confined(p: Params, root: str | Path = ".") -> None:
+    """Data and output paths must resolve (symlinks followed) inside the project unless allowed."""
+    if p.allow_outside_project:
+        return
+    root = Path(root).resolve()
+    named = {f"paths.{k}": v for k, v in p.paths.model_dump().items()}
+    named.update({"data.path": p.data.path, "data.test_path": p.data.test_path})
+    for key, value in named.items():
+        if value is None:
+            continue
+        resolved = (root / value).resolve()
+        if not resolved.is_relative_to(root):
+            raise ConfigError(f"{key} {value!r} resolves to {resolved}, outside the project ({root}); "
+                              "set allow_outside_project=true to allow it")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

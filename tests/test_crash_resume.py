@@ -23,7 +23,8 @@ BIN = Path(sys.executable).parent
 
 def project_with(params, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params_dict(params), sort_keys=False))
+    raw = {**params_dict(params), "allow_outside_project": True}  # the test's data and outputs live in tmp
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 
 

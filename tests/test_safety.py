@@ -36,3 +36,38 @@ def test_second_run_in_the_same_project_is_refused(tmp_path, monkeypatch, capsys
     assert "Traceback" not in err
     with cli.run_lock(tmp_path / ".peftpipe.lock"):  # released: the next run may take it
         pass
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.path=../elsewhere/qa.jsonl", "data.path"),
+    ("data.test_path=/etc/passwd", "data.test_path"),
+    ("paths.bundle=/tmp/peftpipe-escape", "paths.bundle"),
+    ("paths.train=artifacts/../../out", "paths.train"),
+])
+def test_paths_outside_the_project_are_refused(tmp_path, monkeypatch, capsys, override, key):
+    import shutil
+
+    from conftest import ROOT
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    before = (tmp_path / "params.yaml").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "-S", override]) == 1
+    err = capsys.readouterr().err
+    assert f"{key} " in err and "outside the project" in err and "allow_outside_project" in err
+    assert (tmp_path / "params.yaml").read_text() == before  # nothing recorded for a refused run
+    assert cli.main(["stage", "validate", "-S", override]) == 1
+
+
+def test_a_symlink_out_of_the_project_is_refused(tmp_path):
+    from peftpipe.config import ConfigError, check_confined, load_params
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "outside.jsonl").write_text("{}\n")
+    (tmp_path / "proj" / "data.jsonl").symlink_to(tmp_path / "outside.jsonl")
+    p = load_params(tmp_path / "none.yaml", ["data.path=data.jsonl"])
+    with pytest.raises(ConfigError, match="data.path 'data.jsonl' resolves to .*outside the project"):
+        check_confined(p, tmp_path / "proj")
+    check_confined(load_params(tmp_path / "none.yaml", ["data.path=data.jsonl", "allow_outside_project=true"]),
+                   tmp_path / "proj")

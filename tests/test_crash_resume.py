@@ -35,18 +35,17 @@ def curve_steps(path: Path) -> int:
         return 0
 
 
-def kill_at(proj: Path, curve: Path, step: int, timeout: float = 120) -> bool:
+def kill_at(proj: Path, curve: Path, step: int, timeout: float = 900) -> bool:
     """Start the train stage and SIGKILL it once the loss curve reaches `step`; False if it finished first."""
     proc = subprocess.Popen([str(BIN / "peftpipe"), "stage", "train"], cwd=proj, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     t0 = time.time()
-    while proc.poll() is None and time.time() - t0 < timeout:
-        if curve_steps(curve) >= step:
+    while proc.poll() is None:
+        if curve_steps(curve) >= step or time.time() - t0 > timeout:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
         time.sleep(0.005)
-    proc.wait()
     return False
 
 

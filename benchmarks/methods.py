@@ -153,7 +153,7 @@ def ratios(results: dict[str, dict]) -> dict:
 def table(results: dict[str, dict], sig: dict[str, dict] | None = None) -> str:
     headers = ["method", "family", "trainable", "trainable %", "adapter MB", "train tok/s", "train peak RSS MB",
                "train s", "final train loss", "eval loss", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L",
-               "ROUGE-L vs zero-shot (95% CI)", "vs ICL"]
+               "ROUGE-L vs zero-shot (95% CI)", "vs ICL", "training health"]
     zs, icl = results.get("zero_shot", {}), results.get("icl", {})
     rows = []
     for m, r in results.items():
@@ -164,8 +164,14 @@ def table(results: dict[str, dict], sig: dict[str, dict] | None = None) -> str:
                      r.get("tokens_per_s"), r.get("train_peak_rss_mb"), r.get("train_wall_s"), r.get("final_loss"),
                      r["eval_loss"], r["bleu-4"], r["rouge-1"], r["rouge-2"], r["rouge-l"],
                      _gain(r, zs, (sig or {}).get(m, {}).get("rouge-l_gain_over_zero_shot")),
-                     f"{r['rouge-l'] - icl['rouge-l']:+.2f}" if icl else None])
+                     f"{r['rouge-l'] - icl['rouge-l']:+.2f}" if icl else None, _health(r.get("health"))])
     return markdown_table(headers, rows)
+
+
+def _health(h: dict | None) -> str | None:
+    if not h:
+        return None
+    return "ok" if h.get("ok") else f"stopped at step {h['step']} ({h['reason'].split(' above')[0]}); kept step {h['best_step']}"
 
 
 def _gain(r: dict, ref: dict, ci: dict | None) -> str | None:

@@ -42,6 +42,8 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
     become a KV prefix on the unchanged base, checked the same way; full/selective tuning are
     already weights; ICL ships its examples.
     """
+    import torch
+
     from components import kv_prefix
     from components.methods import load_trained
     from components.methods.icl import FILE as ICL_FILE, read_shots
@@ -68,7 +70,7 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
             prefix = kv_prefix.compute_prefix(model)
             model = model.get_base_model()  # how evaluate generated (batched, HF generate) vs a plain cached loop
             tokens_before, _ = greedy_generate(model, tokenizer, prompts, n_new, progress=False, prefix=prefix)
-            with torch_inference():
+            with torch.inference_mode():
                 after = [kv_prefix.forward(model, s, prefix)[0].float() for s in seqs]
             tokens_after = [kv_prefix.greedy(model, p, prefix, n_new, eos) for p in prompts]
             report["route"] = f"not mergeable: shipped as a {kv_prefix.prefix_length(prefix)}-position key/value prefix"
@@ -95,8 +97,3 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
         atomic_write_json(tmp / "merge_report.json", report)
     return report
 
-
-def torch_inference():
-    import torch
-
-    return torch.inference_mode()

@@ -26,19 +26,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", [r["question"] + " " + r["answer"] for r in rows])
 
 
-def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
-    """Params for fast runs on the tiny model, with every path under tmp."""
+def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None) -> list[str]:
+    """`-S` overrides for fast runs on the tiny model, with every path under tmp (the data written there)."""
     from components.datagen import write_dataset
-    from peftpipe.config import Paths, load_params
+    from peftpipe.config import Paths
 
     data = tmp / "qa.jsonl"
     if not data.exists():
         write_dataset(data)
     paths = [f"paths.{k}={tmp / v}" for k, v in Paths().model_dump().items()]
-    overrides = paths + [f"model.source={tiny_model_dir}", f"data.path={data}", "train.steps=30", "train.lr=0.02",
-                         "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
-                         "evaluate.max_new_tokens=12", "train.checkpoint_every=10"]
-    return load_params(ROOT / "params.yaml", overrides + (extra or []))
+    return paths + [f"model.source={tiny_model_dir}", f"data.path={data}", "train.steps=30", "train.lr=0.02",
+                    "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
+                    "evaluate.max_new_tokens=12", "train.checkpoint_every=10"] + (extra or [])
+
+
+def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
+    """Params for fast runs on the tiny model, with every path under tmp."""
+    from peftpipe.config import load_params
+
+    return load_params(ROOT / "params.yaml", tiny_overrides(tmp, tiny_model_dir, extra))
 
 
 def make_project(dest: Path) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +25,8 @@ from peftpipe.config import DataConfig
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
                 "model": "assistant", "system": "system", "chatgpt": "assistant"}
 FORMAT_COLUMNS = {"qa": ("question", "answer"), "chatglm": ("prompt", "response")}
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonlines")
+SURROGATE_REASON = "contains a lone surrogate (a broken \\uXXXX escape)"
 
 
 class DataError(ValueError):
@@ -45,31 +48,81 @@ def columns(cfg: DataConfig, fmt: str) -> tuple[str, str]:
 
 
 def file_bytes(path: Path) -> bytes:
+    """The file's bytes without a UTF-8 BOM; missing, empty and UTF-16/32 files are DataErrors."""
     if not path.exists():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found (rule: file_exists)")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file")
+        raise DataError(f"{path}: is a directory, expected a data file (rule: regular_file)")
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
         raise DataError(f"{path}: file is empty (rule: non_empty_file)")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+        raise DataError(f"{path}: row 1: rule encoding: the file looks like UTF-16 or UTF-32 (byte order mark or NUL "
+                        "bytes); save it as UTF-8")
     return data
+
+
+def one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def json_error(path: Path, e: Exception, data: bytes) -> DataError:
+    """A whole JSON document that does not parse, as a DataError with where and rule."""
+    if isinstance(e, UnicodeDecodeError):
+        line = data[:e.start].count(b"\n") + 1
+        return DataError(f"{path}: line {line}: rule encoding: not valid UTF-8 at byte {e.start}; save the file as UTF-8")
+    if isinstance(e, json.JSONDecodeError):
+        return DataError(f"{path}: line {e.lineno} column {e.colno}: rule json: not valid JSON: {e.msg}")
+    return DataError(f"{path}: rule json: not valid JSON: {json_reason(e)}")
+
+
+def json_reason(e: Exception) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else one_line(e)
+
+
+def has_surrogate(value) -> bool:
+    """A lone surrogate (from a broken \\uXXXX escape) cannot be written as UTF-8, nor held by Arrow strings."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def csv_line(line: int) -> str:
+    return f"row {line - 1} (line {line})" if line > 1 else "line 1 (header)"
+
+
+def no_nan(df) -> list[dict]:
+    """DataFrame rows as dicts, with missing values (NaN) as None."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
 def raw_records(path: Path, quarantine) -> Iterator[tuple[int, dict]]:
     """(row number, object) from JSONL, a JSON array, CSV or Parquet; broken JSON lines are quarantined."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
+        import io
+
         import pandas as pd
 
-        file_bytes(path)
+        data = file_bytes(path)
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",",
-                             encoding="utf-8-sig")
-        except (UnicodeDecodeError, pd.errors.ParserError) as e:
-            raise DataError(f"{path}: not a readable CSV file: {e}") from None
-        yield from ((i, r) for i, r in enumerate(df.to_dict("records"), start=1))
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            where = csv_line(data[:e.start].count(b"\n") + 1)
+            raise DataError(f"{path}: {where}: rule encoding: not valid UTF-8 at byte {e.start}; "
+                            "save the file as UTF-8") from None
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
+        except pd.errors.ParserError as e:
+            m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+            if m:
+                raise DataError(f"{path}: {csv_line(int(m[2]))}: rule csv: expected {m[1]} fields, saw {m[3]}") from None
+            raise DataError(f"{path}: rule csv: not a readable CSV file: {one_line(e)}") from None
+        yield from ((i, r) for i, r in enumerate(no_nan(df), start=1))
         return
     if suffix == ".parquet":
         import pandas as pd
@@ -78,15 +131,15 @@ def raw_records(path: Path, quarantine) -> Iterator[tuple[int, dict]]:
         try:
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{path}: not a readable Parquet file: {e}") from None
-        yield from ((i, r) for i, r in enumerate(df.to_dict("records"), start=1))
+            raise DataError(f"{path}: rule parquet: not a readable Parquet file: {one_line(e)}") from None
+        yield from ((i, r) for i, r in enumerate(no_nan(df), start=1))
         return
     data = file_bytes(path)
     if data.lstrip()[:1] == b"[":  # a JSON array of rows
         try:
             rows = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # also UnicodeDecodeError
+            raise json_error(path, e, data) from None
         for i, obj in enumerate(rows, start=1):
             if isinstance(obj, dict):
                 yield i, obj
@@ -104,7 +157,10 @@ def raw_records(path: Path, quarantine) -> Iterator[tuple[int, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            quarantine.add(str(path), i, "json", f"not valid JSON: {e.msg} at column {e.colno}", line)
+            quarantine.add(str(path), i, "json", f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}", line)
+            continue
+        except (ValueError, RecursionError) as e:  # nested too deeply, an integer too long to convert
+            quarantine.add(str(path), i, "json", f"not valid JSON: {json_reason(e)}", line)
             continue
         if not isinstance(obj, dict):
             quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", line)
@@ -127,37 +183,54 @@ def detect_keys(keys: set[str]) -> str | None:
 
 
 def detect_format(path: Path) -> str:
-    """The format of a data file, from its extension and the keys of its first rows."""
+    """The format of a data file, from its extension and its first rows (the most common row format).
+
+    A file without one JSON object among them is a DataError that says why: the document does not parse,
+    the rows are not objects, or the file is not JSON at all.
+    """
     if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
         return "qa"
-    head = file_bytes(path)[:200_000].lstrip()
-    if head[:1] == b"{":
+    data = file_bytes(path)
+    head = data[:200_000].lstrip()
+    doc, doc_error = None, None
+    if head[:1] in (b"{", b"["):
         try:
-            doc = json.loads(file_bytes(path).decode("utf-8"))
-            if isinstance(doc, dict) and isinstance(doc.get("data"), list):
-                return "squad"
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass  # JSON lines, not one document
-    keys: set[str] = set()
-    if head[:1] == b"[":
-        try:
-            sample = json.loads(file_bytes(path).decode("utf-8"))[:20]
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
-            sample = []
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # JSON lines, or a broken document
+            doc_error = e
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        return "squad"
+    sample: list[tuple[int, object]] = []  # (row, value)
+    line_error = None
+    if isinstance(doc, (dict, list)):
+        sample = list(enumerate(doc[:20] if isinstance(doc, list) else [doc], start=1))
     else:
-        sample = []
-        for line in head.split(b"\n")[:20]:
+        for i, line in enumerate(head.split(b"\n")[:20], start=1):
             try:
-                sample.append(json.loads(line))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-    for obj in sample:
-        if isinstance(obj, dict):
-            keys |= set(obj)
-    found = detect_keys(keys)
-    if found is None:
+                sample.append((i, json.loads(line)))
+            except (ValueError, RecursionError) as e:
+                if line.strip() and line_error is None:
+                    line_error = (i, e)
+    objects = [set(obj) for _, obj in sample if isinstance(obj, dict)]
+    keys = set().union(*objects)
+    found = Counter(f for f in map(detect_keys, objects) if f).most_common(1)
+    found = found[0][0] if found else detect_keys(keys)
+    if found:
+        return found
+    if objects:
         raise DataError(f"{path}: row 1: rule format: cannot tell the format from keys {sorted(keys)}; set data.format")
-    return found
+    if doc_error is not None and getattr(doc_error, "msg", "") != "Extra data":
+        raise json_error(path, doc_error, data)
+    if sample:
+        row, value = sample[0]
+        raise DataError(f"{path}: row {row}: rule json: expected an object, got {type(value).__name__}")
+    if line_error and path.suffix.lower() not in JSON_SUFFIXES:
+        raise DataError(f"{path}: row 1: rule file_type: unknown extension {path.suffix!r} and not JSON lines; "
+                        "use .jsonl, .json, .csv, .tsv or .parquet")
+    if line_error:
+        row, e = line_error
+        raise DataError(f"{path}: row {row}: rule json: not valid JSON: {getattr(e, 'msg', None) or json_reason(e)}")
+    raise DataError(f"{path}: file has no rows (rule: non_empty_file)")
 
 
 def resolve_format(path: Path, cfg: DataConfig) -> str:
@@ -174,7 +247,7 @@ def resolve_format(path: Path, cfg: DataConfig) -> str:
     if cfg.format == "qa" and (cfg.question_field or cfg.answer_field):
         return "qa"  # named columns: any JSON rows will do
     if detected not in compatible:
-        raise DataError(f"{path}: data.format is {cfg.format!r} but the file looks like {detected!r}; "
+        raise DataError(f"{path}: rule format: data.format is {cfg.format!r} but the file looks like {detected!r}; "
                         f"fix data.format (or set it to auto)")
     return cfg.format
 
@@ -273,24 +346,38 @@ def squad_rows(path: Path, cfg: DataConfig, quarantine) -> Iterator[tuple[int, d
     The question is `data.context_template` filled with the context and the question; the first answer
     is the reference and all answers are kept under `answers`.
     """
+    data = file_bytes(path)
     try:
-        doc = json.loads(file_bytes(path).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a SQuAD JSON file: {e}") from None
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise json_error(path, e, data) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(f"{path}: row 1: rule squad_structure: expected an object with a 'data' list")
     row = 0
+
+    def listed(obj, key: str, where: str) -> list:
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: row {row + 1}: rule squad_structure: {where} must be an object")
+        if not isinstance(obj.get(key, []), list):
+            raise DataError(f"{path}: row {row + 1}: rule squad_structure: {where}.{key} must be a list")
+        return obj.get(key, [])
+
     for a, article in enumerate(doc["data"]):
-        for p, para in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
-            context = para.get("context") if isinstance(para, dict) else None
-            for qa in para.get("qas", []) if isinstance(para, dict) else []:
+        for p, para in enumerate(listed(article, "paragraphs", f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            qas = listed(para, "qas", where)
+            context = para.get("context")
+            for qa in qas:
                 row += 1
-                where = f"data[{a}].paragraphs[{p}]"
-                answers = [x.get("text") for x in qa.get("answers", []) if isinstance(x, dict)] if isinstance(qa, dict) else []
+                answers = qa.get("answers") if isinstance(qa, dict) else None
+                answers = [x.get("text") for x in answers if isinstance(x, dict)] if isinstance(answers, list) else []
                 answers = list(dict.fromkeys(x.strip() for x in answers if isinstance(x, str) and x.strip()))
                 if not isinstance(context, str) or not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not answers:
                     quarantine.add(str(path), row, "required_fields", f"{where}: needs a context, a question and an answer",
                                    qa if isinstance(qa, dict) else None)
+                    continue
+                if has_surrogate([context, qa]):
+                    quarantine.add(str(path), row, "encoding", f"{where}: {SURROGATE_REASON}", qa)
                     continue
                 yield row, {"id": str(qa.get("id", row)), "answers": answers, "answer": answers[0],
                             "question": cfg.context_template.format(context=context.strip(), question=qa["question"].strip())}
@@ -307,8 +394,13 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
     for i, obj in raw_records(path, quarantine):
         keys |= set(obj)
         try:
+            if has_surrogate(obj):
+                raise RowError("encoding", SURROGATE_REASON)
             row = to_row(obj, fmt, cfg)
         except RowError as e:
+            other = detect_keys(set(obj)) if e.rule == "required_fields" else None
+            if other and other != fmt:  # e.g. an alpaca row in a qa file
+                e = RowError("mixed_format", f"row looks like {other}, the file is {fmt}")
             quarantine.add(str(path), i, e.rule, e.reason, obj)
             continue
         if "id" in obj and obj["id"] not in (None, ""):

@@ -48,6 +48,7 @@ def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
     rules = [
         ("non_empty", "question is empty or whitespace", E.ExpectColumnValuesToNotBeNull(column="question")),
         ("non_empty", "answer is empty or whitespace", E.ExpectColumnValuesToNotBeNull(column="answer")),
+        ("non_empty", "question has no letters or digits", E.ExpectColumnValuesToNotBeNull(column="question_key")),
         ("length_bounds", "question length out of bounds",
          E.ExpectColumnValueLengthsToBeBetween(column="question", min_value=cfg.min_question_chars, max_value=cfg.max_question_chars)),
         ("length_bounds", "answer length out of bounds",
@@ -69,7 +70,7 @@ def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
 
 
 def run_suite(df: pd.DataFrame, rules, docs_dir: str | Path | None = None) -> list[tuple[str, str, list[int]]]:
-    """Run the expectations with GX; return (rule, reason, failing dataframe indices).
+    """Run the expectations with GX; return (rule, reason, failing dataframe indices), in the order of `rules`.
 
     With docs_dir, the run goes through a Checkpoint that renders Great Expectations Data Docs (HTML),
     copied to docs_dir.
@@ -106,14 +107,13 @@ def run_suite(df: pd.DataFrame, rules, docs_dir: str | Path | None = None) -> li
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    by_id = {expectation.id: (rule, reason) for rule, reason, expectation in rules}
+    by_id = {expectation.id: n for n, (_, _, expectation) in enumerate(rules)}
     failures = []
     for res in result.results:  # GX does not keep the suite's order: match by expectation id
-        rule, reason = by_id[res.expectation_config.id]
         if not res.success:
             idx = res.result.get("unexpected_index_list") or []
-            failures.append((rule, reason, [int(i) for i in idx]))
-    return failures
+            failures.append((by_id[res.expectation_config.id], [int(i) for i in idx]))
+    return [(rules[n][0], rules[n][1], idx) for n, idx in sorted(failures)]  # a row's first failing rule wins
 
 
 def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None,
@@ -170,8 +170,17 @@ def _check_hard(path: Path, kept: list, quarantined: list, n_in: int, vcfg: Vali
         raise DataError(f"{path}: only {len(kept)} rows kept (rule: min_rows={vcfg.min_rows})")
 
 
+def _json_line(row: dict) -> str:
+    line = json.dumps(row, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a quarantined row's lone surrogates: keep them as \u escapes
+        line = json.dumps(row, sort_keys=True, default=str)
+    return line + "\n"
+
+
 def _jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) + "\n" for r in rows)
+    return "".join(map(_json_line, rows))
 
 
 def run_validate(cfg: DataConfig, vcfg: ValidateConfig, out_dir: str | Path) -> dict:

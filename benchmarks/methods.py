@@ -57,11 +57,18 @@ def params(args):
         f"evaluate.max_new_tokens={args.max_new_tokens}", f"evaluate.batch_size={args.eval_batch_size}"] + args.set)
 
 
-def config_key(args) -> str:
-    """Results are reused only for the same budget and data."""
+def config_key(args, method: str) -> str:
+    """Results are reused only for the same budget, data, method config and method code."""
     keys = ("data", "steps", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
             "set")
-    return hashlib.sha256(json.dumps({k: getattr(args, k) for k in keys}).encode()).hexdigest()[:12]
+    ident: dict = {k: getattr(args, k) for k in keys}
+    if method != "zero_shot":
+        p = params(args)
+        p.train.method = method
+        ident["method_config"] = p.train.method_config().model_dump()
+        ident["lr"] = p.train.method_lr()
+        ident["code"] = hashlib.sha256((ROOT / "components" / "methods" / f"{method}.py").read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def prepare_once(p) -> dict:
@@ -217,7 +224,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work = Path(args.workdir)
     if args.one:
-        write_json(work / args.one / "result.json", {"key": config_key(args), **run_one(args.one, args)})
+        write_json(work / args.one / "result.json", {"key": config_key(args, args.one), **run_one(args.one, args)})
         return 0
     from rich.console import Console
 
@@ -226,11 +233,11 @@ def main(argv=None) -> int:
     stats = prepare_once(p)
     console.print(f"data: {args.data} -> {stats['train_rows']} train / {stats['test_rows']} test rows; "
                   f"{args.steps} steps x batch {args.batch_size}, eval on {args.eval_samples} questions")
-    key, results = config_key(args), {}
+    results = {}
     child_args = [a for a in (argv if argv is not None else sys.argv[1:])]
     for i, m in enumerate(args.methods, 1):
         cached = read_json(work / m / "result.json")
-        if not (cached and cached.get("key") == key):
+        if not (cached and cached.get("key") == config_key(args, m)):
             console.print(f"[{i}/{len(args.methods)}] {m} ...")
             proc = subprocess.run([sys.executable, __file__, *child_args, "--one", m], cwd=ROOT)
             if proc.returncode != 0:
@@ -241,7 +248,7 @@ def main(argv=None) -> int:
         r = results[m]
         console.print(f"  {m}: ROUGE-L {r['rouge-l']:.2f}  eval loss {r['eval_loss']:.3f}  wall {r['wall_s']:.0f} s")
     out = Path(args.out)
-    report = {"benchmark": "methods", "command": "python benchmarks/methods.py " + " ".join(child_args),
+    report = {"benchmark": "methods", "command": " ".join(["python benchmarks/methods.py", *child_args]),
               "env": env_block(p.train.threads or __import__("os").cpu_count()),
               "config": {"data": args.data, "train_rows": stats["train_rows"], "test_rows": stats["test_rows"],
                          "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,

@@ -154,37 +154,34 @@ def inspection_tokenizer(params):
 
 
 def cmd_generate(args) -> int:
-    import json
+    from components.bundle import Bundle
 
-    from components.export import verify_checksums
-    from components.methods.icl import prompt_ids, read_shots
-    from components.onnx_runtime import OnnxCausalLM
-    from transformers import AutoTokenizer
-
-    bundle = Path(args.bundle)
-    if not bundle.is_dir():
-        return _fail(f"{bundle}: no such bundle directory", 2)
-    verify_checksums(bundle)
-    gen = json.loads((bundle / "generation_config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(bundle)
-    lm = OnnxCausalLM(bundle)
-    max_new = args.max_new_tokens or gen["max_new_tokens"]
-    shots = read_shots(bundle) or []  # an ICL bundle's examples go before the question
+    if not Path(args.bundle).is_dir():
+        return _fail(f"{args.bundle}: no such bundle directory", 2)
+    bundle = Bundle(args.bundle)
     for q in args.question:
-        ids = prompt_ids(tokenizer, [{"role": "user", "content": q}], shots, gen.get("system_prompt"))
         if len(args.question) > 1:
             print(f"Q: {q}\nA: ", end="", flush=True)
         if args.no_stream:
-            print(tokenizer.decode(lm.generate(ids, max_new, gen["eos_token_id"]), skip_special_tokens=True).strip())
+            print(bundle.answer(q, args.max_new_tokens))
             continue
-        toks: list[int] = []
-        shown = ""
-        for tok in lm.stream(ids, max_new, gen["eos_token_id"]):
-            toks.append(tok)
-            text = tokenizer.decode(toks, skip_special_tokens=True).lstrip()
-            print(text[len(shown):], end="", flush=True)
-            shown = text
+        for piece in bundle.stream(q, args.max_new_tokens):
+            print(piece, end="", flush=True)
         print()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from components.serve import ServeLimits, serve
+
+    if not Path(args.bundle).is_dir():
+        return _fail(f"{args.bundle}: no such bundle directory", 2)
+    token = os.environ.get(args.token_env) or None
+    if args.require_token and not token:
+        return _fail(f"--require-token: set the token in the environment variable {args.token_env}", 2)
+    limits = ServeLimits(max_prompt_chars=args.max_prompt_chars, max_prompt_tokens=args.max_prompt_tokens,
+                         max_new_tokens=args.max_new_tokens_limit, parallel=args.parallel)
+    serve(args.bundle, args.host, args.port, limits, token, args.threads)
     return 0
 
 
@@ -231,6 +228,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("question", nargs="+")
     g.set_defaults(func=cmd_generate)
 
+    sv = sub.add_parser("serve", help="HTTP service over a bundle: POST /generate, GET /health, GET /metadata")
+    sv.add_argument("--bundle", default="bundle", help="bundle directory written by the export stage")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token-env", default="PEFTPIPE_SERVE_TOKEN",
+                    help="environment variable holding the bearer token (when set, requests must send it)")
+    sv.add_argument("--require-token", action="store_true", help="refuse to start without a token")
+    sv.add_argument("--max-new-tokens-limit", type=int, default=256, help="the most new tokens a request may ask for")
+    sv.add_argument("--max-prompt-chars", type=int, default=4000)
+    sv.add_argument("--max-prompt-tokens", type=int, default=1024)
+    sv.add_argument("--parallel", type=int, default=2, help="requests decoding at once; the rest queue")
+    sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per decode (0: its default)")
+    sv.set_defaults(func=cmd_serve)
+
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dg = dsub.add_parser("generate", help="write the embedded QA dataset (deterministic)")
@@ -271,7 +282,7 @@ def _is_user_error(e: Exception) -> bool:
     from peftpipe.config import ConfigError
 
     names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "RunLocked"}
-    return isinstance(e, (DataError, ConfigError)) or type(e).__name__ in names
+    return isinstance(e, (DataError, ConfigError, FileNotFoundError)) or type(e).__name__ in names
 
 
 if __name__ == "__main__":

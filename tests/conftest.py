@@ -60,3 +60,31 @@ def make_project(dest: Path) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run(["git", "commit", "-qm", "init"], cwd=dest, check=True, env=env)
     return dest
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_model_dir, tmp_path_factory):
+    """A LoRA run on the tiny model taken through every stage to an ONNX bundle: (params, merge report, parity)."""
+    from components.base_model import materialise
+    from components.evaluate import run_evaluate
+    from components.export import run_export
+    from components.gates import run_gate
+    from components.merge import run_merge
+    from components.prepare import run_prepare
+    from components.train import run_train
+    from components.validate import run_validate
+    from test_pipeline_e2e import RELAXED_GATES
+
+    tmp = tmp_path_factory.mktemp("export")
+    p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES)
+    P = p.paths
+    materialise(p.model, P.base_model)
+    run_validate(p.data, p.validate_, P.validated)
+    run_prepare(P.validated, P.base_model, p.prepare, p.seed, P.prepared)
+    run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
+    run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
+    run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval)
+    run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
+    merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
+    parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
+    return p, merge_report, parity

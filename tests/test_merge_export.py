@@ -3,35 +3,10 @@ import shutil
 
 import pytest
 
-from components.base_model import load_base, materialise
 from components.export import ExportCheckFailed, run_export, verify_checksums
-from components.gates import run_gate
 from components.merge import compare, run_merge
 from components.onnx_runtime import OnnxCausalLM
-from components.prepare import run_prepare
 from components.train import run_train
-from components.evaluate import run_evaluate
-from components.validate import run_validate
-from conftest import tiny_params
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("export")
-    from test_pipeline_e2e import RELAXED_GATES
-
-    p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES)
-    P = p.paths
-    materialise(p.model, P.base_model)
-    run_validate(p.data, p.validate_, P.validated)
-    run_prepare(P.validated, P.base_model, p.prepare, p.seed, P.prepared)
-    run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
-    run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
-    run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval)
-    run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
-    merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
-    parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
-    return p, merge_report, parity
 
 
 def test_merge_is_checked(exported):

@@ -36,7 +36,20 @@ def adapter(out):
     return load_file(out / "train" / "adapter" / "adapter_model.safetensors")
 
 
-def test_lora_learns_and_is_reproducible(prepared, tmp_path):
+TIMINGS = ("wall_s", "tokens_per_s", "seconds", "peak_rss_mb")
+
+
+def without_timings(d):
+    """Metrics minus the figures that measure the machine rather than the model."""
+    if isinstance(d, dict):
+        return {k: without_timings(v) for k, v in d.items() if not any(k.endswith(t) for t in TIMINGS)}
+    return d
+
+
+def test_lora_learns_and_same_params_give_identical_weights_and_metrics(prepared, tmp_path):
+    """Determinism: two runs with the same params and seed give bit-identical adapters, curves, answers and metrics."""
+    from components.evaluate import run_evaluate
+
     _, p = prepared
     m1 = train(p, tmp_path / "a")
     m2 = train(p, tmp_path / "b")
@@ -44,6 +57,12 @@ def test_lora_learns_and_is_reproducible(prepared, tmp_path):
     assert m1["trainable_params"] < m1["total_params"] / 5
     a, b = adapter(tmp_path / "a"), adapter(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert without_timings(m1) == without_timings(m2)
+    assert (tmp_path / "a" / "train_curve.tsv").read_bytes() == (tmp_path / "b" / "train_curve.tsv").read_bytes()
+    e1, e2 = (run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, tmp_path / d / "train", tmp_path / d / "eval")
+              for d in "ab")
+    assert without_timings(e1) == without_timings(e2) and e1["rouge-l"] == e2["rouge-l"]
+    assert (tmp_path / "a" / "eval" / "predictions.jsonl").read_bytes() == (tmp_path / "b" / "eval" / "predictions.jsonl").read_bytes()
     curve = (tmp_path / "a" / "train_curve.tsv").read_text().splitlines()
     assert curve[0] == "step\tloss\tlr" and len(curve) == 1 + p.train.steps
 

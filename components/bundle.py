@@ -11,8 +11,21 @@ from pathlib import Path
 from typing import Iterator
 
 
+def variant_file(folder: Path, variant: str) -> tuple[str, str]:
+    """(variant, ONNX file): 'auto' takes a quantized variant when the bundle ships one (it passed its gate)."""
+    from components.onnx_runtime import MODEL_FILE
+    from components.quantize import VARIANTS
+
+    if variant == "auto":
+        variant = next((v for v, f in VARIANTS.items() if (folder / f).exists()), "fp32")
+    name = MODEL_FILE if variant == "fp32" else VARIANTS.get(variant)
+    if name is None or not (folder / name).exists():
+        raise FileNotFoundError(f"{folder}: no {variant} model in this bundle (it was not exported or failed its gate)")
+    return variant, name
+
+
 class Bundle:
-    def __init__(self, folder: str | Path, threads: int = 0):
+    def __init__(self, folder: str | Path, threads: int = 0, variant: str = "auto"):
         from transformers import AutoTokenizer
 
         from components.export import verify_checksums
@@ -27,7 +40,8 @@ class Bundle:
         card = self.folder / "model_card.json"
         self.card = json.loads(card.read_text()) if card.exists() else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.lm = OnnxCausalLM(self.folder, threads)
+        self.variant, model_file = variant_file(self.folder, variant)
+        self.lm = OnnxCausalLM(self.folder, threads, model_file=model_file)
         self.shots = read_shots(self.folder) or []  # an ICL bundle's examples go before the question
         self.eos = self.gen["eos_token_id"]
 
@@ -64,4 +78,5 @@ class Bundle:
                                                       for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l")},
                 "gates_passed": card.get("metrics", {}).get("gates", {}).get("passed"),
                 "parity": card.get("parity"), "max_new_tokens": self.gen["max_new_tokens"],
-                "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True}
+                "variant": self.variant,
+                "variants": card.get("parity", {}).get("variants", {}), "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True}

@@ -112,6 +112,10 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
     rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
                      for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu"))
     gates = "\n".join(f"- {g['line']}" for g in metrics["gates"]["gates"])
+    variant_lines = "\n".join(
+        f"- {v} variant (`{r['file']}`): ROUGE-L {r['rouge-l']:.2f} vs fp32 {r['rouge-l_fp32']:.2f} on {r['samples']} "
+        f"questions (allowed drop {r['max_drop']}), {r['tokens_per_s']} tokens/s: {'shipped' if r['passed'] else 'not shipped'}"
+        for v, r in parity.get("variants", {}).items())
     return f"""# peftpipe model bundle
 
 - Base model: `{params.model.source}`
@@ -133,9 +137,31 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
 
 - greedy tokens identical on {parity['prompts']} prompts: {parity['greedy_tokens_equal']}
 - ONNX Runtime decode: {parity['onnx_tokens_per_s']} tokens/s (PyTorch: {parity['torch_tokens_per_s']})
+{variant_lines}
 
 Files are listed with their SHA-256 in `{CHECKSUMS}`; `peftpipe generate` verifies them before loading.
 """
+
+
+def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, shots, threads: int) -> dict:
+    """Each variant in export.quantize, written beside model.onnx and kept only if its ROUGE-L gate passes."""
+    if not params.export.quantize:
+        return {}
+    from components.evaluate import prompts_for
+    from components.quantize import check_variant
+
+    samples = test_samples(prepared_dir, params.export.quant_eval_samples)
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    refs = [s.get("answers") or [s["answer"]] for s in samples]
+    fp32 = None
+    out = {}
+    for v in params.export.quantize:
+        out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,
+                               params.export.max_quant_rouge_l_drop, params.evaluate.language, threads, fp32)
+        verdict = "shipped" if out[v]["passed"] else "NOT shipped"
+        print(f"{v}: ROUGE-L {out[v]['rouge-l']:.2f} vs fp32 {out[v]['rouge-l_fp32']:.2f} "
+              f"(limit -{out[v]['max_drop']}), {out[v]['tokens_per_s']} vs {out[v]['tokens_per_s_fp32']} tokens/s: {verdict}")
+    return out
 
 
 def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path, eval_base_dir: str | Path,
@@ -182,6 +208,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
                   "icl_shots": len(shots) if shots else 0}
         if not parity["greedy_tokens_equal"]:
             raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
+        parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "generation_config.json", {
             "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,

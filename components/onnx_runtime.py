@@ -15,7 +15,7 @@ PREFIX_FILE = "prefix_kv.safetensors"  # components.kv_prefix.FILE (kept import-
 class OnnxCausalLM:
     """Runs `model.onnx` (inputs: input_ids, attention_mask, position_ids, past_*; outputs: logits, present_*)."""
 
-    def __init__(self, folder: str | Path, threads: int = 0):
+    def __init__(self, folder: str | Path, threads: int = 0, model_file: str = MODEL_FILE):
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -25,7 +25,7 @@ class OnnxCausalLM:
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / model_file), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.prefix = self._load_prefix(folder / PREFIX_FILE)
 
@@ -74,4 +74,43 @@ class OnnxCausalLM:
             out.append(tok)
             if on_token:
                 on_token(tok)
+        return out
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None,
+                       stop_at_eos: bool = True) -> list[list[int]]:
+        """Greedy decoding of several prompts at once: left padding, masked, positions per row."""
+        n, width = len(prompts), max(map(len, prompts))
+        ids = np.zeros((n, width), np.int64)
+        mask = np.zeros((n, width), np.int64)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = p
+            mask[r, width - len(p):] = 1
+        offset = 0
+        if self.prefix is not None:  # every row attends to the prefix; positions continue after it
+            offset = self.prefix[0].shape[2]
+            past = [np.repeat(t, n, axis=0) for t in self.prefix]
+            mask = np.concatenate([np.ones((n, offset), np.int64), mask], axis=1)
+        else:
+            past = [np.zeros((n, self.kv_heads, 0, self.head_dim), np.float32) for _ in range(2 * self.layers)]
+        pos = np.maximum(np.cumsum(mask[:, offset:], axis=1) - 1, 0) + offset
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = np.zeros(n, bool)
+        step_ids = ids
+        for _ in range(max_new_tokens):
+            feed = {"input_ids": step_ids, "attention_mask": mask, "position_ids": pos}
+            feed.update({name: t for name, t in zip(self.input_names[3:], past)})
+            logits, *past = self.session.run(None, feed)
+            tok = logits[:, -1].argmax(-1)
+            for r in range(n):
+                if done[r]:
+                    continue
+                if stop_at_eos and tok[r] == eos_token_id:
+                    done[r] = True
+                else:
+                    out[r].append(int(tok[r]))
+            if done.all():
+                break
+            step_ids = tok[:, None].astype(np.int64)
+            mask = np.concatenate([mask, np.ones((n, 1), np.int64)], axis=1)
+            pos = pos[:, -1:] + 1
         return out

@@ -87,12 +87,13 @@ def create_app(bundle, limits: ServeLimits | None = None, token: str | None = No
     return app
 
 
-def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str | None, threads: int = 0) -> None:
+def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str | None, threads: int = 0,
+          variant: str = "auto") -> None:
     import uvicorn
 
     from components.bundle import Bundle
 
-    bundle = Bundle(bundle_dir, threads)
-    print(f"serving {bundle_dir} ({bundle.card.get('method')}) on http://{host}:{port}"
+    bundle = Bundle(bundle_dir, threads, variant)
+    print(f"serving {bundle_dir} ({bundle.card.get('method')}, {bundle.variant}) on http://{host}:{port}"
           f"{' (bearer token required)' if token else ''}", flush=True)
     uvicorn.run(create_app(bundle, limits, token), host=host, port=port, log_level="warning", access_log=False)

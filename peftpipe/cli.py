@@ -11,6 +11,7 @@ from pathlib import Path
 from peftpipe.runtime import quiet_env
 
 PARAMS = Path("params.yaml")
+VARIANT_HELP = "which ONNX model: auto (int8 when the bundle ships it, i.e. it passed its quality gate), fp32, int8"
 
 
 def _fail(msg: str, code: int = 1) -> int:
@@ -158,7 +159,7 @@ def cmd_generate(args) -> int:
 
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
-    bundle = Bundle(args.bundle)
+    bundle = Bundle(args.bundle, variant=args.variant)
     for q in args.question:
         if len(args.question) > 1:
             print(f"Q: {q}\nA: ", end="", flush=True)
@@ -181,7 +182,7 @@ def cmd_serve(args) -> int:
         return _fail(f"--require-token: set the token in the environment variable {args.token_env}", 2)
     limits = ServeLimits(max_prompt_chars=args.max_prompt_chars, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens_limit, parallel=args.parallel)
-    serve(args.bundle, args.host, args.port, limits, token, args.threads)
+    serve(args.bundle, args.host, args.port, limits, token, args.threads, args.variant)
     return 0
 
 
@@ -225,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bundle", required=True, help="bundle directory written by the export stage")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--no-stream", action="store_true", help="print each answer when complete")
+    g.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8"], help=VARIANT_HELP)
     g.add_argument("question", nargs="+")
     g.set_defaults(func=cmd_generate)
 
@@ -240,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=int, default=1024)
     sv.add_argument("--parallel", type=int, default=2, help="requests decoding at once; the rest queue")
     sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per decode (0: its default)")
+    sv.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8"], help=VARIANT_HELP)
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="dataset utilities")

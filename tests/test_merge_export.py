@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,45 @@ def test_icl_bundle_carries_its_examples_into_onnx_prompts(exported, tmp_path, c
     assert read_shots(tmp_path / "bundle") == read_shots(tmp_path / "train")
     verify_checksums(tmp_path / "bundle")
     assert main(["generate", "--bundle", str(tmp_path / "bundle"), "--max-new-tokens", "3", "--no-stream", "Hi?"]) == 0
+
+
+def test_batched_onnx_decoding_equals_one_at_a_time(exported):
+    from components.evaluate import test_samples
+
+    p, _, _ = exported
+    lm = OnnxCausalLM(p.paths.bundle)
+    prompts = [s["prompt_ids"] for s in test_samples(p.paths.prepared, 6)]
+    assert len({len(x) for x in prompts}) > 1  # different lengths: left padding is exercised
+    eos = json.loads((Path(p.paths.bundle) / "generation_config.json").read_text())["eos_token_id"]
+    assert lm.generate_batch(prompts, 8, eos) == [lm.generate(x, 8, eos) for x in prompts]
+
+
+def test_int8_variant_ships_when_its_gate_passes(exported):
+    from components.bundle import Bundle
+
+    p, _, parity = exported
+    v = parity["variants"]["int8"]
+    assert v["passed"] and v["samples"] == 6 and v["size_mb"] > 0 and v["max_drop"] == 100
+    assert (Path(p.paths.bundle) / "model.int8.onnx").exists()
+    assert Bundle(p.paths.bundle).variant == "int8" and Bundle(p.paths.bundle, variant="fp32").variant == "fp32"
+    assert "int8 variant" in (Path(p.paths.bundle) / "README.md").read_text()
+
+
+def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
+    """Against answers that are perfect by construction the int8 graph loses ROUGE-L: the gate rejects it."""
+    from transformers import AutoTokenizer
+
+    from components.evaluate import test_samples
+    from components.quantize import check_variant
+
+    p, _, _ = exported
+    folder = tmp_path / "b"
+    shutil.copytree(p.paths.bundle, folder)
+    (folder / "model.int8.onnx").unlink()
+    tok = AutoTokenizer.from_pretrained(folder)
+    samples = test_samples(p.paths.prepared, 4)
+    refs = [s["answer"] for s in samples]
+    perfect = ([tok(r, add_special_tokens=False)["input_ids"] for r in refs], 1.0)
+    report = check_variant(folder, "int8", [s["prompt_ids"] for s in samples], refs, tok, 8, 1.0, "en", fp32=perfect)
+    assert report["rouge-l_fp32"] > 99 and report["rouge-l_delta"] < -1 and not report["passed"]
+    assert not (folder / "model.int8.onnx").exists()

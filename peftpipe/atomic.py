@@ -31,11 +31,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def recover_dir(path: str | Path) -> None:
+    """Undo a swap cut short by a kill: `path` gone but its previous version parked as `.name.old`."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `path` whole."""
+    """Yield a temporary sibling directory; on success it replaces `path` whole.
+
+    A kill before the swap leaves `path` as it was (plus a hidden `.name.*.tmp`); a kill inside the
+    two-rename swap leaves the previous version as `.name.old`, which the next write restores first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)
     try:

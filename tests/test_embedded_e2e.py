@@ -18,7 +18,7 @@ def embedded_run(tmp_path_factory):
     shutil.copy(ROOT / "data" / "qa.jsonl.dvc", proj / "data" / "qa.jsonl.dvc")
     overrides = ["train.steps=8", "train.batch_size=8", "train.checkpoint_every=4", "evaluate.max_samples=16",
                  "evaluate.max_new_tokens=24", "export.max_new_tokens=12", "export.parity_samples=2",
-                 "merge.check_samples=2", "gates.min_scores.rouge-l=30", "gates.min_gain.rouge-l=0",
+                 "merge.check_samples=2", "export.quant_eval_samples=4", "gates.min_scores.rouge-l=30", "gates.min_gain.rouge-l=0",
                  "gates.require_significant_gain=false"]
     proc = sh([str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)], proj)
     return proj, proc.stdout + proc.stderr
@@ -32,7 +32,10 @@ def test_embedded_pipeline_end_to_end(embedded_run):
     assert tuned["rouge-l"] >= base["rouge-l"]  # also enforced by the gate (min_rouge_l_gain=0)
     merge = json.loads((proj / "metrics" / "merge.json").read_text())
     assert merge["passed"] and merge["greedy_tokens_equal"]
-    assert json.loads((proj / "metrics" / "export.json").read_text())["greedy_tokens_equal"]
+    export = json.loads((proj / "metrics" / "export.json").read_text())
+    assert export["greedy_tokens_equal"]
+    int8 = export["variants"]["int8"]  # measured against fp32 on the real model; shipped only if within the limit
+    assert int8["samples"] == 4 and (proj / "bundle" / "model.int8.onnx").exists() == int8["passed"]
     src = json.loads((proj / "models" / "base" / "peftpipe_source.json").read_text())
     assert src["architecture"] == "LlamaForCausalLM" and 130e6 < src["parameters"] < 140e6
 

@@ -129,3 +129,14 @@ def test_a_method_that_cannot_merge_still_reaches_the_bundle(project):
     # the bundle serves from the CLI with its prefix or examples (a random tiny model may answer with EOS at once)
     sh([str(BIN / "peftpipe"), "generate", "--bundle", "bundle", "--max-new-tokens", "4", "--no-stream",
         "What is the capital of Kenya?"], proj)
+    from fastapi.testclient import TestClient
+
+    from components.bundle import Bundle
+    from components.serve import create_app
+
+    bundle = Bundle(proj / "bundle", variant="fp32")
+    assert bundle.lm.prefix is not None  # the server decodes after the learned prefix too
+    client = TestClient(create_app(bundle))
+    assert client.get("/metadata").json()["method"] == method
+    r = client.post("/generate", json={"prompt": "What is the capital of Kenya?", "max_new_tokens": 4})
+    assert r.status_code == 200 and r.json()["text"] == bundle.answer("What is the capital of Kenya?", 4)

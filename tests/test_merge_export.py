@@ -126,3 +126,32 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     report = check_variant(folder, "int8", [s["prompt_ids"] for s in samples], refs, tok, 8, 1.0, "en", fp32=perfect)
     assert report["rouge-l_fp32"] > 99 and report["rouge-l_delta"] < -1 and not report["passed"]
     assert not (folder / "model.int8.onnx").exists()
+
+
+@pytest.mark.parametrize("method", ["full", "selective", "prompt", "hybrid"])
+def test_each_deploy_route_answers_through_generate_and_serve(exported, tmp_path, method, capsys):
+    """Whole weights (full, selective), a virtual-token prompt turned KV prefix, an adapter with trained norms:
+    each reaches a checked bundle that `peftpipe generate` and the server answer from alike."""
+    from fastapi.testclient import TestClient
+
+    from components.bundle import Bundle
+    from components.serve import create_app
+    from peftpipe.cli import main
+
+    p, _, _ = exported
+    q = p.model_copy(deep=True)
+    q.train.method, q.train.steps = method, 4
+    P = q.paths
+    run_train(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "ckpt", progress=False)
+    assert run_merge(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "merged")["passed"]
+    parity = run_export(q, tmp_path / "merged", P.prepared, P.eval_base, P.eval, P.gate, tmp_path / "bundle")
+    card = json.loads((tmp_path / "bundle" / "model_card.json").read_text())
+    assert parity["greedy_tokens_equal"] and card["method"] == method and card["parity"]["greedy_tokens_equal"]
+    assert (tmp_path / "bundle" / "prefix_kv.safetensors").exists() == (method == "prompt")
+    bundle = Bundle(tmp_path / "bundle", variant="fp32")
+    r = TestClient(create_app(bundle)).post("/generate", json={"prompt": "Who wrote Hamlet?", "max_new_tokens": 5})
+    assert r.status_code == 200
+    capsys.readouterr()  # only what generate prints below
+    assert main(["generate", "--bundle", str(tmp_path / "bundle"), "--variant", "fp32", "--max-new-tokens", "5",
+                 "--no-stream", "Who wrote Hamlet?"]) == 0
+    assert capsys.readouterr().out.strip() == r.json()["text"]

@@ -19,8 +19,11 @@ RELAXED_GATES = ["gates.min_scores.rouge-l=0", "gates.min_gain.rouge-l=-100", "g
                  "gates.max_length_ratio=1000"]
 
 
+SECRETS = {"HF_TOKEN": "hf_secretvalue4tests", "PEFTPIPE_SERVE_TOKEN": "serve-secret-4-tests"}
+
+
 def sh(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", **SECRETS}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -57,6 +60,16 @@ def test_run_produces_bundle_metrics_and_summary(project):
     status = sh([sys.executable, "-m", "dvc", "status", "data/qa.jsonl.dvc"], proj).stdout
     assert "up to date" in status
     assert "lr: 0.02" in (proj / "params.yaml").read_text()  # -S is recorded, as with dvc exp run -S
+
+
+def test_secrets_in_the_environment_reach_no_output_or_artifact(project):
+    proj, out = project
+    for secret in SECRETS.values():
+        assert secret not in out
+        for f in [*(proj / "metrics").rglob("*"), *(proj / "bundle").rglob("*"), *(proj / "artifacts").rglob("*.json*"),
+                  proj / "params.yaml", proj / "dvc.lock"]:
+            if f.is_file() and f.stat().st_size < 50_000_000:
+                assert secret.encode() not in f.read_bytes(), f
 
 
 def test_repro_after_run_does_nothing(project):

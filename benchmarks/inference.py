@@ -1,4 +1,4 @@
-"""Decode speed of the deployable model: PyTorch generate, ONNX fp32, ONNX int8, at batch 1 and 8.
+"""Decode speed of the deployable model: PyTorch generate, ONNX fp32, int8 and int4, at batch 1 and 8.
 
     python benchmarks/inference.py                       # the embedded model, exported here once
     python benchmarks/inference.py --bundle bundle       # a bundle from `peftpipe run` (merged model inside)
@@ -45,20 +45,22 @@ def build_onnx(work: Path, threads: int) -> tuple[Path, Path]:
     """Materialise the embedded model and export it (fp32 ONNX + int8) into work/, once."""
     from components.base_model import materialise
     from components.export import export_onnx
-    from components.quantize import quantize_int8
+    from components.quantize import VARIANTS, quantize
     from peftpipe.config import ModelConfig
 
     model_dir, onnx_dir = work / "model", work / "onnx"
     if not (model_dir / "config.json").exists():
         materialise(ModelConfig(), model_dir)
-    if not (onnx_dir / "model.int8.onnx").exists():
+    if not (onnx_dir / "model.onnx").exists():
         from components.base_model import load_base
 
         onnx_dir.mkdir(parents=True, exist_ok=True)
         model, tok = load_base(model_dir)
         export_onnx(model, onnx_dir, 18)
         tok.save_pretrained(onnx_dir)
-        quantize_int8(onnx_dir / "model.onnx", onnx_dir / "model.int8.onnx")
+    for v, f in VARIANTS.items():
+        if not (onnx_dir / f).exists():
+            quantize(onnx_dir / "model.onnx", onnx_dir / f, v)
     return model_dir, onnx_dir
 
 
@@ -134,8 +136,9 @@ def main(argv=None) -> int:
     fp32_bytes = weight_bytes(onnx_dir, ["model.onnx", "model.onnx.data"])
     engines = {"pytorch fp32": (None, sum(p.numel() * p.element_size() for p in model.parameters())),
                "onnx fp32": ("model.onnx", fp32_bytes)}
-    if (onnx_dir / VARIANTS["int8"]).exists():
-        engines["onnx int8"] = (VARIANTS["int8"], weight_bytes(onnx_dir, [VARIANTS["int8"]]))
+    for v in ("int8", "int4"):
+        if (onnx_dir / VARIANTS[v]).exists():
+            engines[f"onnx {v}"] = (VARIANTS[v], weight_bytes(onnx_dir, [VARIANTS[v]]))
     results = {}
     for name, (file, nbytes) in engines.items():
         lm = None if file is None else OnnxCausalLM(onnx_dir, threads, model_file=file)

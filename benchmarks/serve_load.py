@@ -17,7 +17,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
 
     import httpx
 
-    from components.load_test import run_load
+    from components.load_test import run_load, wait_until_healthy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,12 +54,8 @@ def main(argv=None) -> int:
                                "--parallel", str(args.parallel), "--variant", args.variant, "--require-token"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        if not wait_until_healthy(url, 240):
+            raise SystemExit(f"the server at {url} did not start")
         headers = {"Authorization": f"Bearer {token}"}
         meta = httpx.get(url + "/metadata", headers=headers).json()
         expected = {q: httpx.post(url + "/generate", json={"prompt": q, "max_new_tokens": args.max_new_tokens},

@@ -11,6 +11,21 @@ import threading
 import time
 
 
+def wait_until_healthy(url: str, timeout: float = 120.0) -> bool:
+    """Poll GET {url}/health until it answers 200 (True) or the timeout passes (False)."""
+    import httpx
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 from peftpipe.runtime import quiet_env
 
 PARAMS = Path("params.yaml")
-VARIANT_HELP = "which ONNX model: auto (int8 when the bundle ships it, i.e. it passed its quality gate), fp32, int8"
+VARIANT_HELP = "which ONNX model: auto (a quantized one when the bundle ships it, i.e. it passed its quality gate), fp32, int8, int4"
 
 
 def _fail(msg: str, code: int = 1) -> int:
@@ -226,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bundle", required=True, help="bundle directory written by the export stage")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--no-stream", action="store_true", help="print each answer when complete")
-    g.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8"], help=VARIANT_HELP)
+    g.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "int4"], help=VARIANT_HELP)
     g.add_argument("question", nargs="+")
     g.set_defaults(func=cmd_generate)
 
@@ -242,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=int, default=1024)
     sv.add_argument("--parallel", type=int, default=2, help="requests decoding at once; the rest queue")
     sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per decode (0: its default)")
-    sv.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8"], help=VARIANT_HELP)
+    sv.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "int4"], help=VARIANT_HELP)
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="dataset utilities")

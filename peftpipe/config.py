@@ -164,7 +164,7 @@ class ExportConfig(Section):
     opset: int = 18
     parity_samples: int = 4
     max_new_tokens: int = 32
-    quantize: list[Literal["int8"]] = Field(default_factory=lambda: ["int8"],
+    quantize: list[Literal["int8", "int4"]] = Field(default_factory=lambda: ["int8"],
                                             description="quantized variants to try; each ships only if it passes its gate")
     quant_eval_samples: int = Field(32, ge=1, description="test questions on which a variant's ROUGE-L is compared")
     max_quant_rouge_l_drop: float = Field(1.0, ge=0, description="ROUGE-L points a variant may lose against fp32")

@@ -76,7 +76,8 @@ def exported(tiny_model_dir, tmp_path_factory):
     from test_pipeline_e2e import RELAXED_GATES
 
     tmp = tmp_path_factory.mktemp("export")
-    p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES + ["export.max_quant_rouge_l_drop=100", "export.quant_eval_samples=6"])
+    p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES + ["export.max_quant_rouge_l_drop=100", "export.quant_eval_samples=6",
+                                                 "export.quantize=[int8,int4]"])
     P = p.paths
     materialise(p.model, P.base_model)
     run_validate(p.data, p.validate_, P.validated)

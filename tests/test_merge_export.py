@@ -103,8 +103,11 @@ def test_int8_variant_ships_when_its_gate_passes(exported):
     p, _, parity = exported
     v = parity["variants"]["int8"]
     assert v["passed"] and v["samples"] == 6 and v["size_mb"] > 0 and v["max_drop"] == 100
-    assert (Path(p.paths.bundle) / "model.int8.onnx").exists()
-    assert Bundle(p.paths.bundle).variant == "int8" and Bundle(p.paths.bundle, variant="fp32").variant == "fp32"
+    assert (Path(p.paths.bundle) / "model.int8.onnx").exists() and parity["variants"]["int4"]["passed"]
+    assert Bundle(p.paths.bundle).variant == "int4"  # auto: the smallest variant that passed
+    assert Bundle(p.paths.bundle, variant="int8").variant == "int8" and Bundle(p.paths.bundle, variant="fp32").variant == "fp32"
+    # 8-bit weights keep the tiny model's greedy answers
+    assert v["same_answers"] == v["samples"] and v["rouge-l_delta"] == 0
     assert "int8 variant" in (Path(p.paths.bundle) / "README.md").read_text()
 
 

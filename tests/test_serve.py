@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def free_port() -> int:
 def test_load_50_clients_on_loopback(bundle, tmp_path):
     """The real server process under 50 concurrent clients: zero 5xx, every answer right, token never logged.
     PEFTPIPE_LOAD_SECONDS sets the duration (CI: 8 s; `PEFTPIPE_LOAD_SECONDS=30 pytest -m load` for the long run)."""
-    from components.load_test import run_load
+    from components.load_test import run_load, wait_until_healthy
 
     seconds = float(os.environ.get("PEFTPIPE_LOAD_SECONDS", "8"))
     expected = {q: bundle.answer(q, 8) for q in QUESTIONS}
@@ -116,16 +115,7 @@ def test_load_50_clients_on_loopback(bundle, tmp_path):
                                  "--port", str(port), "--require-token"], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        import httpx
-
-        for _ in range(120):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("server did not start:\n" + log.read_text())
+        assert wait_until_healthy(url), "server did not start:\n" + log.read_text()
         stats = run_load(url, expected, clients=50, seconds=seconds, token=TOKEN, max_new_tokens=8)
     finally:
         proc.terminate()

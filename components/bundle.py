@@ -78,5 +78,5 @@ class Bundle:
                                                       for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l")},
                 "gates_passed": card.get("metrics", {}).get("gates", {}).get("passed"),
                 "parity": card.get("parity"), "max_new_tokens": self.gen["max_new_tokens"],
-                "variant": self.variant,
-                "variants": card.get("parity", {}).get("variants", {}), "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True}
+                "variant": self.variant, "variants": card.get("parity", {}).get("variants", {}),
+                "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True}

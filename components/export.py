@@ -148,12 +148,12 @@ def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, sh
     if not params.export.quantize:
         return {}
     from components.evaluate import prompts_for
-    from components.quantize import check_variant
+    from components.quantize import answers, check_variant
 
     samples = test_samples(prepared_dir, params.export.quant_eval_samples)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     refs = [s.get("answers") or [s["answer"]] for s in samples]
-    fp32 = None
+    fp32 = answers(OnnxCausalLM(folder, threads), prompts, params.evaluate.max_new_tokens, tokenizer.eos_token_id)
     out = {}
     for v in params.export.quantize:
         out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,

@@ -7,6 +7,7 @@ import pytest
 from components.export import ExportCheckFailed, run_export, verify_checksums
 from components.merge import compare, run_merge
 from components.onnx_runtime import OnnxCausalLM
+from components.methods import NAMES as METHOD_NAMES
 from components.train import run_train
 
 
@@ -131,10 +132,10 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     assert not (folder / "model.int8.onnx").exists()
 
 
-@pytest.mark.parametrize("method", ["full", "selective", "prompt", "hybrid"])
-def test_each_deploy_route_answers_through_generate_and_serve(exported, tmp_path, method, capsys):
-    """Whole weights (full, selective), a virtual-token prompt turned KV prefix, an adapter with trained norms:
-    each reaches a checked bundle that `peftpipe generate` and the server answer from alike."""
+@pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "lora"])  # lora: the `exported` fixture
+def test_each_method_answers_through_generate_and_serve(exported, tmp_path, method, capsys):
+    """Every method reaches a checked bundle (merged weights, KV prefix or ICL examples) that
+    `peftpipe generate` and the server answer from alike."""
     from fastapi.testclient import TestClient
 
     from components.bundle import Bundle
@@ -144,13 +145,15 @@ def test_each_deploy_route_answers_through_generate_and_serve(exported, tmp_path
     p, _, _ = exported
     q = p.model_copy(deep=True)
     q.train.method, q.train.steps = method, 4
+    q.export.quantize = []  # the variants' gate is tested above
     P = q.paths
     run_train(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "ckpt", progress=False)
     assert run_merge(q, P.base_model, P.prepared, tmp_path / "train", tmp_path / "merged")["passed"]
     parity = run_export(q, tmp_path / "merged", P.prepared, P.eval_base, P.eval, P.gate, tmp_path / "bundle")
     card = json.loads((tmp_path / "bundle" / "model_card.json").read_text())
     assert parity["greedy_tokens_equal"] and card["method"] == method and card["parity"]["greedy_tokens_equal"]
-    assert (tmp_path / "bundle" / "prefix_kv.safetensors").exists() == (method == "prompt")
+    assert (tmp_path / "bundle" / "prefix_kv.safetensors").exists() == (method in ("prefix", "ptuning_v2", "ptuning", "prompt"))
+    assert (tmp_path / "bundle" / "icl.json").exists() == (method == "icl")
     bundle = Bundle(tmp_path / "bundle", variant="fp32")
     r = TestClient(create_app(bundle)).post("/generate", json={"prompt": "Who wrote Hamlet?", "max_new_tokens": 5})
     assert r.status_code == 200

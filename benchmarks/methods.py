@@ -46,15 +46,20 @@ def parse_args(argv=None):
 
 def params(args):
     """The pipeline's typed params for this benchmark, every path under the workdir."""
+    return bench_params(args.workdir, args.data, args.max_length, args.threads, [
+        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
+        f"evaluate.max_samples={args.eval_samples}", f"evaluate.max_new_tokens={args.max_new_tokens}",
+        f"evaluate.batch_size={args.eval_batch_size}"] + args.set)
+
+
+def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[str]):
+    """Params on a real QA file with every path under workdir (shared by the benchmarks)."""
     from peftpipe.config import Paths, load_params
 
-    work = Path(args.workdir)
-    paths = [f"paths.{k}={work / v}" for k, v in Paths().model_dump().items()]
+    paths = [f"paths.{k}={Path(workdir) / v}" for k, v in Paths().model_dump().items()]
     return load_params(ROOT / "params.yaml", paths + [
-        f"data.path={args.data}", "data.format=auto", "prepare.system_prompt=null", f"prepare.max_length={args.max_length}",
-        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
-        f"train.threads={args.threads}", f"evaluate.max_samples={args.eval_samples}",
-        f"evaluate.max_new_tokens={args.max_new_tokens}", f"evaluate.batch_size={args.eval_batch_size}"] + args.set)
+        f"data.path={data}", "data.format=auto", "prepare.system_prompt=null", f"prepare.max_length={max_length}",
+        f"train.threads={threads}"] + extra)
 
 
 def config_key(args, method: str) -> str:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from common import DATASETS, ROOT, env_block, markdown_table, peak_rss_mb, read_json, write_json
+from methods import bench_params, prepare_once
 
 ENGINES = ["plain", "peftpipe"]
 
@@ -43,27 +44,10 @@ def parse_args(argv=None):
 
 
 def params(args):
-    from peftpipe.config import Paths, load_params
-
-    work = Path(args.workdir)
-    paths = [f"paths.{k}={work / v}" for k, v in Paths().model_dump().items()]
-    return load_params(ROOT / "params.yaml", paths + [
-        f"data.path={args.data}", "data.format=auto", "prepare.system_prompt=null", f"prepare.max_length={args.max_length}",
+    return bench_params(args.workdir, args.data, args.max_length, args.threads, [
         "train.method=lora", "train.lora.r=8", "train.lora.alpha=16", "train.lora.target_modules=[q_proj,v_proj]",
         f"train.lora.lr={args.lr}", f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
-        f"train.checkpoint_every={args.steps}", f"train.threads={args.threads}", "train.precision=fp32"])
-
-
-def prepare_once(p) -> None:
-    from components.base_model import materialise
-    from components.prepare import run_prepare
-    from components.validate import run_validate
-
-    if not (Path(p.paths.base_model) / "config.json").exists():
-        materialise(p.model, p.paths.base_model)
-    if not (Path(p.paths.prepared) / "stats.json").exists():
-        run_validate(p.data, p.validate_, p.paths.validated)
-        run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+        f"train.checkpoint_every={args.steps}", "train.precision=fp32"])
 
 
 def score(model, tokenizer, p, n: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components import distributed as dist
 from components.methods import Context, count_parameters, get_method, save_trained
 from components.prepare import IGNORE_INDEX, load_prepared
 from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
@@ -83,9 +85,9 @@ def collate(rows: list[dict], pad_id: int):
 
 
 def fingerprint(params: Params, prepared_dir: Path, base_dir: Path) -> str:
-    """What a checkpoint must match to be resumed."""
+    """What a checkpoint must match to be resumed (not the process count: N processes train as one does)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"seed": params.seed, "train": params.train.model_dump(mode="json")}, sort_keys=True).encode())
+    h.update(json.dumps({"seed": params.seed, "train": params.train.model_dump(mode="json", exclude={"processes"})}, sort_keys=True).encode())
     for f in (prepared_dir / "stats.json", base_dir / "config.json"):
         h.update(f.read_bytes() if f.exists() else b"")
     return h.hexdigest()[:16]
@@ -95,7 +97,9 @@ def trainable_state(model) -> dict:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, method, keep: int = 2) -> None:
+def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, method, keep: int = 2,
+                    rank_rng: list | None = None) -> None:
+    """Write a checkpoint; `rank_rng` (every rank's torch RNG state, data-parallel runs) is kept beside rank 0's."""
     import torch
     from safetensors.torch import save_file
 
@@ -103,7 +107,8 @@ def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, sched
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         if hasattr(method, "extra_state"):
             save_file(method.extra_state(model), tmp / "method_state.safetensors")
-        save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+        save_file({"torch": torch.get_rng_state(), **{f"rank{r}": t for r, t in enumerate(rank_rng or [])}},
+                  tmp / "rng.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         atomic_write_json(tmp / "state.json", {"step": step, "fingerprint": fp, "scheduler": scheduler.state_dict()})
     for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
@@ -122,7 +127,7 @@ def latest_checkpoint(ckpt_root: Path, fp: str) -> Path | None:
     return None
 
 
-def load_checkpoint(d: Path, model, optimizer, scheduler, method) -> int:
+def load_checkpoint(d: Path, model, optimizer, scheduler, method, rank: int = 0) -> int:
     import torch
     from safetensors.torch import load_file
 
@@ -134,10 +139,27 @@ def load_checkpoint(d: Path, model, optimizer, scheduler, method) -> int:
             params[n].copy_(t)
     optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_file(d / "rng.safetensors")["torch"])
+    rng = load_file(d / "rng.safetensors")
+    torch.set_rng_state(rng.get(f"rank{rank}", rng["torch"]))
     if hasattr(method, "load_extra_state"):
         method.load_extra_state(model, load_file(d / "method_state.safetensors"))
     return int(state["step"])
+
+
+def _sharded_loss(model, batch: dict, autocast, world: int):
+    """This rank's share of a step's loss, scaled so DDP's gradient average is the whole batch's gradient.
+
+    Each rank's loss is its summed token cross-entropy over the GLOBAL label-token count divided by
+    `world` (transformers' `num_items_in_batch`, which PEFT passes through): the average over ranks is
+    then the mean over every label token of the global batch, as one process computes it.
+    Returns (the loss to backward, the global mean loss, identical on every rank).
+    """
+    import torch
+
+    count = dist.all_reduce_sum((batch["labels"] != IGNORE_INDEX).sum().to(torch.float32))
+    with autocast:
+        loss = model(**batch, num_items_in_batch=count / world).loss
+    return loss, float(dist.all_reduce_sum(loss.detach().clone())) / world
 
 
 def _curve_until(path: Path, step: int) -> list[str]:
@@ -157,13 +179,18 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
 
     cfg = params.train
     base_dir, prepared_dir, out_dir, ckpt_dir = map(Path, (base_dir, prepared_dir, out_dir, ckpt_dir))
-    threads = set_threads(cfg.threads)
-    set_seed(params.seed)
+    acc = dist.accelerator()  # data-parallel (DDP over gloo) inside a launched group of >1 processes, else None
+    world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
+    main = rank == 0  # only the main process writes files
+    threads = set_threads(cfg.threads or dist.default_threads())
+    set_seed(params.seed)  # the same seed on every rank: every rank builds the same model
     model, tokenizer = load_base(base_dir)
     method = get_method(cfg.method)
     train = load_prepared(prepared_dir)["train"]
     rows = train.to_list()
     curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
+    if method.SAVE == "none" and not main:
+        return {"method": cfg.method, "steps": 0, "rank": rank}
     if method.SAVE == "none":  # in-context learning: nothing to train (an empty loss curve, no checkpoints)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(curve_path, "step\tloss\tlr\n")
@@ -179,6 +206,8 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     model.train()
 
     schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed)
+    if world > 1 and min(map(len, schedule)) < world:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(), weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     precision = resolve_precision(cfg.precision)
@@ -190,24 +219,33 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     start = 0
     resume_from = latest_checkpoint(ckpt_root, fp)
     if resume_from is not None:
-        start = load_checkpoint(resume_from, model, opt, sched, method)
-        print(f"resuming from {resume_from} (step {start})")
+        start = load_checkpoint(resume_from, model, opt, sched, method, rank)
+        if main:
+            print(f"resuming from {resume_from} (step {start})")
+    fwd = model  # what runs forward/backward; `model` stays the unwrapped module for every other use
+    if acc:
+        dist.check_agree(start, "the step to resume from")
+        fwd = acc.prepare_model(model)  # DDP: gradients averaged over the ranks in backward()
 
     health = Health(cfg.spike_factor, cfg.spike_warmup)
     best = {"step": start, "loss": float("inf"), "state": trainable_state(model)}
-    kept = _curve_until(curve_path, start)  # a resumed run drops the steps it is about to redo
-    atomic_write_text(curve_path, "step\tloss\tlr\n" + "".join(kept))
-    curve = open(curve_path, "a", encoding="utf-8")
+    if main:
+        kept = _curve_until(curve_path, start)  # a resumed run drops the steps it is about to redo
+        atomic_write_text(curve_path, "step\tloss\tlr\n" + "".join(kept))
+    curve = open(curve_path if main else os.devnull, "a", encoding="utf-8")
     losses: list[float] = []
     real_tokens = computed_tokens = 0
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.method}", disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.method}", disable=not (progress and main), initial=start, total=cfg.steps)
     with curve:
         for step in bar:
-            batch = collate([rows[i] for i in schedule[step]], tokenizer.pad_token_id)
-            with autocast:
-                loss = model(**batch).loss
-            value = float(loss.detach())
+            batch = collate([rows[i] for i in schedule[step][rank::world]], tokenizer.pad_token_id)
+            if acc is None:
+                with autocast:
+                    loss = model(**batch).loss
+                value = float(loss.detach())
+            else:
+                loss, value = _sharded_loss(fwd, batch, autocast, world)
             if not health.check(step + 1, value):
                 bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
                 break
@@ -227,24 +265,34 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             curve.flush()
             bar.set_postfix(loss=f"{value:.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched, method)
+                rank_rng = dist.all_gather(torch.get_rng_state()) if acc else None
+                if main:
+                    save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched, method, rank_rng=rank_rng)
     wall = time.perf_counter() - t0
+    rank_tokens = [real_tokens]
+    if acc:  # throughput counts every rank's tokens
+        rank_tokens = dist.all_gather(real_tokens)
+        real_tokens, computed_tokens = sum(rank_tokens), sum(dist.all_gather(computed_tokens))
     if health.problem:  # keep the best weights seen before the run went wrong
         named = dict(model.named_parameters())
         with torch.no_grad():
             for n, t in best["state"].items():
                 named[n].copy_(t)
 
-    with atomic_dir(out_dir) as tmp:
-        save_trained(cfg.method, model, tokenizer, tmp)
-        tail = [x for x in losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
-        metrics = {
-            "method": cfg.method, "family": method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
-            "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
-            "precision": precision, "threads": threads, "wall_s": round(wall, 2),
-            "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
-            "padding_fraction": round(1 - real_tokens / computed_tokens, 4) if computed_tokens else None,
-            "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": best["step"]},
-        }
-        atomic_write_json(tmp / "metrics.json", metrics)
+    tail = [x for x in losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
+    metrics = {
+        "method": cfg.method, "family": method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
+        "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
+        "precision": precision, "threads": threads, "wall_s": round(wall, 2),
+        "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
+        "padding_fraction": round(1 - real_tokens / computed_tokens, 4) if computed_tokens else None,
+        "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": best["step"]},
+        "world_size": world, **({"tokens_per_rank": rank_tokens} if world > 1 else {}),
+    }
+    if main:
+        with atomic_dir(out_dir) as tmp:
+            save_trained(cfg.method, model, tokenizer, tmp)
+            atomic_write_json(tmp / "metrics.json", metrics)
+    if acc:
+        dist.barrier()  # the other ranks end once the main process has written the outputs
     return metrics

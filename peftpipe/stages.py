@@ -78,6 +78,9 @@ STAGES: dict[str, Callable[[Params], dict]] = {
 def run_stage(name: str, params: Params) -> dict:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    from components.distributed import is_main_process
+
     result = STAGES[name](params)
-    atomic_write_json(METRICS_DIR / f"{name}.json", result)
+    if is_main_process():  # in a data-parallel train group, rank 0 alone writes
+        atomic_write_json(METRICS_DIR / f"{name}.json", result)
     return result

@@ -71,6 +71,8 @@ class Bundle:
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
+    registry: dict | None = None  # {name, version, stage} when served from the model registry
+
     def metadata(self) -> dict:
         card = self.card
         return {"bundle": str(self.folder), "base_model": card.get("base_model"), "method": card.get("method"),
@@ -79,4 +81,5 @@ class Bundle:
                 "gates_passed": card.get("metrics", {}).get("gates", {}).get("passed"),
                 "parity": card.get("parity"), "max_new_tokens": self.gen["max_new_tokens"],
                 "variant": self.variant, "variants": card.get("parity", {}).get("variants", {}),
-                "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True}
+                "icl_shots": len(self.shots), "kv_prefix": self.lm.prefix is not None, "checksums_verified": True,
+                "registry": self.registry}

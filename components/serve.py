@@ -27,7 +27,10 @@ class ServeLimits:
 
 
 def create_app(bundle, limits: ServeLimits | None = None, token: str | None = None):
-    """The FastAPI app for a loaded `components.bundle.Bundle`."""
+    """The FastAPI app for a loaded `components.bundle.Bundle`.
+
+    `app.state.swap(new_bundle)` replaces the bundle for later requests (requests in flight finish
+    on the one they started with)."""
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,17 +59,20 @@ def create_app(bundle, limits: ServeLimits | None = None, token: str | None = No
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     app = FastAPI(title="peftpipe", description="Answers questions with a peftpipe bundle.")
+    serving = {"bundle": bundle}
+    app.state.swap = lambda new: serving.update(bundle=new)
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "method": bundle.card.get("method")}
+        return {"status": "ok", "method": serving["bundle"].card.get("method")}
 
     @app.get("/metadata", dependencies=[Depends(authorised)])
     def metadata() -> dict:
-        return {**bundle.metadata(), "limits": limits.__dict__}
+        return {**serving["bundle"].metadata(), "limits": limits.__dict__}
 
     @app.post("/generate", dependencies=[Depends(authorised)])
     def generate(req: GenerateRequest):
+        bundle = serving["bundle"]  # this request's bundle, even if a promotion swaps it meanwhile
         ids = bundle.prompt_ids(req.prompt)
         if len(ids) > limits.max_prompt_tokens:
             raise HTTPException(413, f"prompt is {len(ids)} tokens; the limit is {limits.max_prompt_tokens}")
@@ -88,12 +94,44 @@ def create_app(bundle, limits: ServeLimits | None = None, token: str | None = No
 
 
 def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str | None, threads: int = 0,
-          variant: str = "auto") -> None:
+          variant: str = "auto", registry: dict | None = None, follow_s: float = 0) -> None:
+    """Serve a bundle; with `registry` ({root, name, version, stage, deploy_dir}) and `follow_s` > 0, poll the
+    registry and switch to whatever version the stage holds (after a promotion or a rollback)."""
     import uvicorn
 
     from components.bundle import Bundle
 
     bundle = Bundle(bundle_dir, threads, variant)
+    if registry:
+        bundle.registry = {k: registry[k] for k in ("name", "version", "stage")}
+        print(f"{registry['stage']}: {registry['name']} {registry['version']}", flush=True)
     print(f"serving {bundle_dir} ({bundle.card.get('method')}, {bundle.variant}) on http://{host}:{port}"
           f"{' (bearer token required)' if token else ''}", flush=True)
-    uvicorn.run(create_app(bundle, limits, token), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(bundle, limits, token)
+    if registry and follow_s > 0:
+        threading.Thread(target=_follow, args=(app, registry, follow_s, threads, variant), daemon=True).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _follow(app, registry: dict, every_s: float, threads: int, variant: str) -> None:
+    """Poll the registry; when the stage holds another version, load it (checksums verified) and swap."""
+    from pathlib import Path
+
+    from components import registry as reg
+    from components.bundle import Bundle
+
+    serving = registry["version"]
+    while True:
+        time.sleep(every_s)
+        try:
+            now = reg.current(Path(registry["root"]), registry["name"], registry["stage"])
+            if now is None or now == serving:
+                continue
+            folder = reg.materialise(Path(registry["root"]), registry["name"], now, registry["deploy_dir"])
+            new = Bundle(folder, threads, variant)
+            new.registry = {"name": registry["name"], "version": now, "stage": registry["stage"]}
+            app.state.swap(new)
+            print(f"{registry['stage']} is now {registry['name']} {now}: serving {folder}", flush=True)
+            serving = now
+        except Exception as e:  # keep serving the current version; say why the switch failed
+            print(f"registry poll failed, still serving {serving}: {type(e).__name__}: {e}", flush=True)

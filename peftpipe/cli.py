@@ -61,11 +61,16 @@ def run_lock(path: Path):
 
 
 def _run_locked(args) -> int:
-    from peftpipe.config import check_confined, load_params, write_overrides
-
     overrides = list(args.set or [])
     if args.method:
         overrides.append(f"train.method={args.method}")
+    return run_pipeline_locked(overrides)
+
+
+def run_pipeline_locked(overrides: list[str]) -> int:
+    """The pipeline with `overrides` written to params.yaml; the caller holds the run lock."""
+    from peftpipe.config import check_confined, load_params, write_overrides
+
     check_confined(load_params(PARAMS, overrides))  # before anything is written
     if overrides:
         write_overrides(PARAMS, overrides)  # as `dvc exp run -S` does: params.yaml is the record
@@ -121,6 +126,10 @@ def cmd_stage(args) -> int:
 
     params = load_params(PARAMS, args.set or [])
     check_confined(params)
+    from components.distributed import relaunch_stage
+
+    if (code := relaunch_stage(args, params)) is not None:  # train.processes > 1: re-run under accelerate launch
+        return code
     run_stage(args.name, params)
     return 0
 
@@ -175,6 +184,20 @@ def cmd_generate(args) -> int:
 def cmd_serve(args) -> int:
     from components.serve import ServeLimits, serve
 
+    release = None
+    if args.bundle is None:  # whatever the registry has in the stage (production by default)
+        from components import registry
+        from peftpipe.config import load_params
+
+        params = load_params(PARAMS)
+        name = params.registry.name
+        version = registry.current(Path("."), name, args.stage)
+        if version is None:
+            return _fail(f"nothing in {args.stage} for {name}: promote a version (peftpipe promote --to {args.stage}) "
+                         "or pass --bundle DIR", 2)
+        args.bundle = str(registry.materialise(Path("."), name, version, params.registry.deploy_dir))
+        release = {"name": name, "version": version, "stage": args.stage, "root": str(Path(".").resolve()),
+                   "deploy_dir": params.registry.deploy_dir}
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
     token = os.environ.get(args.token_env) or None
@@ -182,8 +205,109 @@ def cmd_serve(args) -> int:
         return _fail(f"--require-token: set the token in the environment variable {args.token_env}", 2)
     limits = ServeLimits(max_prompt_chars=args.max_prompt_chars, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens_limit, parallel=args.parallel)
-    serve(args.bundle, args.host, args.port, limits, token, args.threads, args.variant)
+    serve(args.bundle, args.host, args.port, limits, token, args.threads, args.variant, release, args.follow)
     return 0
+
+
+def _registry_ctx():
+    from peftpipe.config import load_params
+
+    if not Path("dvc.yaml").exists():
+        raise FileNotFoundError("no dvc.yaml here: run peftpipe from the project root")
+    return load_params(PARAMS)
+
+
+def cmd_register(args) -> int:
+    from components import registry
+
+    params = _registry_ctx()
+    registry.register(Path("."), params, params.registry.name, push=params.registry.push)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from components import registry
+
+    params = _registry_ctx()
+    name = params.registry.name
+    version = args.version
+    if version == "latest" or (version is None and args.to == "staging"):
+        version = registry.latest(Path("."), name)
+    elif version is None:  # to production: what staging holds
+        version = registry.current(Path("."), name, "staging")
+    if version is None:
+        return _fail(f"no version of {name} to promote" + (" in staging" if args.to == "production" else ""), 2)
+    registry.promote(Path("."), name, version, args.to, params.registry.deploy_dir, params.gates.max_regression,
+                     push=params.registry.push)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from components import registry
+
+    params = _registry_ctx()
+    registry.rollback(Path("."), params.registry.name, args.stage, params.registry.deploy_dir, push=params.registry.push)
+    return 0
+
+
+def cmd_registry(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from components import registry
+
+    params = _registry_ctx()
+    rows = registry.versions(Path("."), params.registry.name)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    table = Table(title=f"registry: {params.registry.name}")
+    for col in ("version", "stages", "commit", "method", "data md5", "params", "bundle md5", "ROUGE-L", "BLEU-4", "created"):
+        table.add_column(col)
+    for r in rows:
+        lin = r["lineage"]
+        m = lin.get("metrics", {})
+        table.add_row(r["version"], ", ".join(r["stages"]) or "-", r["commit"][:8], str(lin.get("method")),
+                      str(lin.get("data", {}).get("md5"))[:10], str(lin.get("params_sha256"))[:10],
+                      str(lin.get("bundle", {}).get("md5"))[:10], f"{m.get('rouge-l', float('nan')):.2f}",
+                      f"{m.get('bleu-4', float('nan')):.2f}", str(lin.get("created")))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    return 0
+
+
+def cmd_release(args) -> int:
+    from peftpipe.release import release
+
+    if not Path("dvc.yaml").exists():
+        return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
+    result = release(Path("."), list(args.set or []), None if args.to == "none" else args.to)
+    return 0 if result["passed"] else 1
+
+
+def cmd_watch(args) -> int:
+    from peftpipe.release import watch
+
+    if not Path("dvc.yaml").exists():
+        return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
+    on_change = None
+    if args.emit_event:  # a Prefect deployment trigger (infra/prefect/prefect.yaml) runs the release instead
+        from peftpipe.config import load_params
+        from peftpipe.release import data_state
+
+        def on_change():
+            from prefect.events import emit_event
+
+            params = load_params(PARAMS)
+            event = emit_event(event="peftpipe.data.changed",
+                               resource={"prefect.resource.id": f"peftpipe.data.{params.registry.name}"},
+                               payload={"files": data_state(Path("."), params)})
+            print(f"emitted peftpipe.data.changed ({event.id if event else 'no Prefect API configured: not sent'})")
+            return {"passed": event is not None, "event": str(event.id) if event else None}
+    results = watch(Path("."), args.interval, args.debounce, args.max_runs, None if args.to == "none" else args.to,
+                    list(args.set or []), on_change)
+    return 0 if results and all(r.get("passed") for r in results) else 1
 
 
 def cmd_bench(args) -> int:
@@ -197,9 +321,12 @@ def cmd_bench(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from peftpipe.report import print_summary
+    from peftpipe.report import markdown_report, print_summary
 
-    print_summary(".")
+    if args.markdown:
+        print(markdown_report("."), end="")
+    else:
+        print_summary(".")
     return 0
 
 
@@ -231,7 +358,12 @@ def parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     sv = sub.add_parser("serve", help="HTTP service over a bundle: POST /generate, GET /health, GET /metadata")
-    sv.add_argument("--bundle", default="bundle", help="bundle directory written by the export stage")
+    sv.add_argument("--bundle", help="bundle directory written by the export stage (default: the registry's --stage version)")
+    sv.add_argument("--stage", default="production", choices=["production", "staging"],
+                    help="without --bundle: serve the version the registry has in this stage")
+    sv.add_argument("--follow", type=float, default=10.0, metavar="SECONDS",
+                    help="without --bundle: check the registry this often and switch to a newly promoted or "
+                         "rolled-back version (0: never)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token-env", default="PEFTPIPE_SERVE_TOKEN",
@@ -244,6 +376,37 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per decode (0: its default)")
     sv.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "int4"], help=VARIANT_HELP)
     sv.set_defaults(func=cmd_serve)
+
+    rg = sub.add_parser("register", help="register the last run's bundle in the model registry (gates must have passed)")
+    rg.set_defaults(func=cmd_register)
+
+    pr = sub.add_parser("promote", help="assign a registered version to staging or production (gated, no regression)")
+    pr.add_argument("--to", required=True, choices=["staging", "production"])
+    pr.add_argument("--version", help="vX.Y.Z; default: the latest version (to staging) or the one in staging (to production)")
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="withdraw the version in a stage; the one before it is back in effect")
+    rb.add_argument("--stage", default="production", choices=["production", "staging"])
+    rb.set_defaults(func=cmd_rollback)
+
+    rl = sub.add_parser("registry", help="list registered versions with their stages and lineage")
+    rl.add_argument("--json", action="store_true", help="print every version's full lineage as JSON")
+    rl.set_defaults(func=cmd_registry)
+
+    re_ = sub.add_parser("release", help="run the pipeline, register the bundle if its gates pass, promote it")
+    re_.add_argument("--to", default="staging", choices=["staging", "production", "none"])
+    re_.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; written to params.yaml")
+    re_.set_defaults(func=cmd_release)
+
+    w = sub.add_parser("watch", help="rerun the pipeline when the tracked data changes (debounced), then release it")
+    w.add_argument("--interval", type=float, default=5.0, help="seconds between polls of the data files")
+    w.add_argument("--debounce", type=float, default=10.0, help="seconds the data must stay unchanged before a run")
+    w.add_argument("--max-runs", type=int, default=0, help="stop after this many runs (0: keep watching)")
+    w.add_argument("--to", default="staging", choices=["staging", "production", "none"], help="promote passing runs to")
+    w.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; written to params.yaml")
+    w.add_argument("--emit-event", action="store_true",
+                   help="send a Prefect event (peftpipe.data.changed) for a deployment trigger instead of running here")
+    w.set_defaults(func=cmd_watch)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -263,6 +426,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     sm = sub.add_parser("summary", help="print the last run's metrics and gate verdicts")
+    sm.add_argument("--markdown", action="store_true", help="as Markdown (for CI job summaries)")
     sm.set_defaults(func=cmd_summary)
     return p
 
@@ -284,7 +448,7 @@ def _is_user_error(e: Exception) -> bool:
     from components.validate import DataError
     from peftpipe.config import ConfigError
 
-    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "RunLocked"}
+    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "RunLocked", "RegistryError"}
     return isinstance(e, (DataError, ConfigError, FileNotFoundError)) or type(e).__name__ in names
 
 

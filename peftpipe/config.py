@@ -89,6 +89,13 @@ class TrainConfig(Section):
     spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
     spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")
     log_every: int = Field(5, ge=1)
+    group_by_length: bool = Field(True, description="batches of similar lengths (little padding); false: random batches")
+    packing: bool = Field(False, description="a step's examples end to end in rows of prepare.max_length, attention "
+                                             "kept within each example (no padding computed)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    compile: bool = Field(False, description="torch.compile each decoder layer (compiles on the first steps)")
+    processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (accelerate, gloo on CPU); "
+                                               "inside `accelerate launch` the launcher decides")
     # each method's own block (components/methods/<name>.py); `lr: null` there means train.lr
     full: m.full.Config = m.full.Config()
     lora: m.lora.Config = m.lora.Config()
@@ -170,6 +177,14 @@ class ExportConfig(Section):
     max_quant_rouge_l_drop: float = Field(1.0, ge=0, description="ROUGE-L points a variant may lose against fp32")
 
 
+class RegistryConfig(Section):
+    """Model registry (GTO tags in this Git repo) and where promoted bundles are materialised."""
+
+    name: str = Field("qa-model", pattern=r"^[a-z0-9][a-z0-9-]*$", description="the model's name in the registry")
+    deploy_dir: str = Field(".peftpipe/deployments", description="materialised bundles, one folder per version")
+    push: bool = Field(False, description="push tags (git) and the bundle (dvc push) to the remotes on register/promote")
+
+
 class Params(Section):
     seed: int = 42
     allow_outside_project: bool = Field(False, description="let data and output paths leave the project folder")
@@ -183,6 +198,7 @@ class Params(Section):
     gates: GatesConfig = GatesConfig()
     merge: MergeConfig = MergeConfig()
     export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -17,8 +17,16 @@ def _read(path: Path) -> dict | None:
 
 def collect(root: str | Path = ".") -> dict:
     m = Path(root) / "metrics"
-    return {name: _read(m / f"{name}.json") for name in
+    data = {name: _read(m / f"{name}.json") for name in
             ("validate", "prepare", "train", "evaluate_base", "evaluate", "gate", "merge", "export")}
+    try:  # the gate stage writes its report even when it fails (its metrics file only on success)
+        from peftpipe.config import load_params
+
+        report = _read(Path(root) / load_params(Path(root) / "params.yaml").paths.gate / "gates.json")
+        data["gate"] = report or data["gate"]
+    except Exception:
+        pass
+    return data
 
 
 def metric_rows(data: dict) -> list[tuple[str, str, str, str]]:

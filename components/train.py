@@ -51,14 +51,19 @@ class Health:
         return True
 
 
-def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """Index lists for every step: shuffle, group similar lengths (less padding), shuffle batches."""
+def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: bool = True) -> list[list[int]]:
+    """Index lists for every step: shuffle, group similar lengths (less padding), shuffle batches.
+
+    group=False: plain random batches (consecutive slices of each epoch's permutation)."""
     rng = np.random.default_rng(seed)
     n = len(lengths)
     bs = min(batch_size, n)
     out: list[list[int]] = []
     while len(out) < steps:
         perm = rng.permutation(n)
+        if not group:
+            out += [perm[j : j + bs].tolist() for j in range(0, n - bs + 1 if n >= bs else 1, bs)]
+            continue
         mega = bs * 16
         batches = []
         for s in range(0, n - bs + 1 if n >= bs else 1, mega):
@@ -82,6 +87,100 @@ def collate(rows: list[dict], pad_id: int):
         labels[i, :n] = torch.tensor(r["labels"])
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _fill_rows(lengths: list[int], k: int) -> list[list[int]]:
+    """Indices in k rows of about equal fill: longest first, each into the emptiest row."""
+    rows: list[list[int]] = [[] for _ in range(k)]
+    fill = [0] * k
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        j = fill.index(min(fill))
+        rows[j].append(i)
+        fill[j] += lengths[i]
+    return rows
+
+
+def pack(rows: list[dict], pad_id: int, capacity: int):
+    """A step's examples end to end in rows of about `capacity` tokens, no padding between them: position ids
+    restart at 0 for each example, which makes transformers build a block-diagonal causal mask (each example
+    attends only to itself, as in its own row). Of the row counts from tokens // capacity up, the one that
+    computes the fewest tokens (rows x the fullest row) wins. Each example's first label is masked: it would be
+    the target of the previous example's last token. Same loss as `collate`."""
+    import torch
+
+    lengths = [len(r["input_ids"]) for r in rows]
+    layouts = [_fill_rows(lengths, k) for k in range(max(1, sum(lengths) // capacity), len(rows) + 1)]
+    cost = lambda lay: len(lay) * max(sum(lengths[i] for i in row) for row in lay)  # noqa: E731
+    bins = [[rows[i] for i in row] for row in min(layouts, key=cost)]
+    width = max(sum(len(r["input_ids"]) for r in b) for b in bins)
+    ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(bins), width), IGNORE_INDEX, dtype=torch.long)
+    pos = torch.arange(width).repeat(len(bins), 1)  # the tail padding continues the last example's positions
+    for b, members in enumerate(bins):
+        at = 0
+        for r in members:
+            n = len(r["input_ids"])
+            ids[b, at : at + n] = torch.tensor(r["input_ids"])
+            labels[b, at + 1 : at + n] = torch.tensor(r["labels"][1:])
+            pos[b, at:] = torch.arange(width - at)
+            at += n
+    return {"input_ids": ids, "labels": labels, "position_ids": pos}
+
+
+def make_batch(rows: list[dict], pad_id: int, packing: bool, capacity: int):
+    """(batch, real tokens): packed rows (`pack`) or rows padded to the longest (`collate`)."""
+    batch = pack(rows, pad_id, capacity) if packing else collate(rows, pad_id)
+    return batch, sum(len(r["input_ids"]) for r in rows)
+
+
+def _decoder_and_head(model):
+    """(decoder, lm_head) of a causal LM whose adapters sit inside its modules (LoRA & co, full, selective);
+    None where the PEFT wrapper's forward does more (prompt learning adds virtual tokens, AdaLoRA a regulariser)."""
+    from components import kv_prefix
+
+    if kv_prefix.is_prompt_learning(model):
+        return None
+    if getattr(model, "peft_config", None):
+        if str(model.active_peft_config.peft_type).endswith("ADALORA"):
+            return None
+        model = model.get_base_model()
+    decoder, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def lm_loss(model, batch: dict, autocast=None):
+    """Mean cross-entropy over the label tokens, as `model(**batch).loss`, with the vocabulary projection computed
+    only where there is a label (prompt, padding and the last position need no logits) and no KV cache built."""
+    import torch
+
+    parts = _decoder_and_head(model)
+    with autocast or nullcontext():
+        if parts is None:
+            return model(**batch, use_cache=False).loss
+        decoder, head = parts
+        mask = batch.get("attention_mask")
+        if mask is not None and bool(mask.all()):
+            mask = None  # no padding: plain causal attention
+        h = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch.get("position_ids"),
+                    use_cache=False).last_hidden_state
+        target = batch["labels"][:, 1:]
+        keep = target != IGNORE_INDEX
+        logits = head(h[:, :-1][keep])
+        return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+def speed_options(model, cfg) -> None:
+    """train.gradient_checkpointing (recompute activations in backward: less memory, more time) and
+    train.compile (torch.compile each decoder layer: one graph, reused by every layer)."""
+    if cfg.gradient_checkpointing:
+        target = model.get_base_model() if getattr(model, "peft_config", None) else model
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        target.config.use_cache = False
+    if cfg.compile:
+        parts = _decoder_and_head(model)
+        layers = getattr(parts[0], "layers", None) if parts else None
+        for layer in layers if layers is not None else [model]:
+            layer.compile(dynamic=True)
 
 
 def fingerprint(params: Params, prepared_dir: Path, base_dir: Path) -> str:
@@ -204,8 +303,13 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     model = method.apply(model, cfg.method_config(), Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
     trainable, total = count_parameters(model)
     model.train()
+    speed_options(model, cfg)
+    if cfg.packing and _decoder_and_head(model) is None:
+        raise ValueError(f"train.packing needs a method whose adapters sit inside the model's layers, not {cfg.method}")
+    if cfg.packing and world > 1:  # the DDP path runs the model's own forward, which keeps a KV cache: no packed mask
+        raise ValueError("train.packing runs in one process (train.processes=1)")
 
-    schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed)
+    schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed, cfg.group_by_length)
     if world > 1 and min(map(len, schedule)) < world:
         raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(), weight_decay=cfg.weight_decay)
@@ -239,10 +343,10 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.method}", disable=not (progress and main), initial=start, total=cfg.steps)
     with curve:
         for step in bar:
-            batch = collate([rows[i] for i in schedule[step][rank::world]], tokenizer.pad_token_id)
+            batch, real = make_batch([rows[i] for i in schedule[step][rank::world]], tokenizer.pad_token_id, cfg.packing,
+                                     params.prepare.max_length)
             if acc is None:
-                with autocast:
-                    loss = model(**batch).loss
+                loss = lm_loss(model, batch, autocast)
                 value = float(loss.detach())
             else:
                 loss, value = _sharded_loss(fwd, batch, autocast, world)
@@ -259,7 +363,7 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             if hasattr(method, "after_step"):
                 method.after_step(model, step + 1)
             opt.zero_grad(set_to_none=True)
-            real_tokens += int(batch["attention_mask"].sum())
+            real_tokens += real
             computed_tokens += batch["input_ids"].numel()
             curve.write(f"{step + 1}\t{value:.6f}\t{sched.get_last_lr()[0]:.6g}\n")
             curve.flush()

@@ -1,0 +1,110 @@
+"""Training speed options on the tiny model: each one leaves the loss what it was (speed is measured in
+benchmarks/train_speed.py, never here)."""
+
+import pytest
+import torch
+
+from components import train as train_mod
+from components.prepare import load_prepared
+from test_train import prepared, train  # noqa: F401  (the prepared tiny data set, and a train run with overrides)
+
+
+def curve(out):
+    return [float(line.split("\t")[1]) for line in (out / "train_curve.tsv").read_text().splitlines()[1:]]
+
+
+@pytest.fixture(scope="module")
+def rows_and_model(prepared):  # noqa: F811
+    from components.base_model import load_base
+    from components.methods import Context, get_method
+
+    _, p = prepared
+    rows = load_prepared(p.paths.prepared)["train"].to_list()[:12]
+    model, tok = load_base(p.paths.base_model)
+    torch.manual_seed(0)
+    model = get_method("lora").apply(model, p.train.lora, Context(steps=1, base_dir=str(p.paths.base_model), seed=0))
+    with torch.no_grad():  # LoRA's B starts at zero: give it weights so that the adapter takes part
+        for n, w in model.named_parameters():
+            if "lora_B" in n:
+                w.normal_(0, 0.2)
+    model.eval()
+    return rows, model, tok
+
+
+def test_loss_with_logits_only_at_labels_equals_the_models_own_loss(rows_and_model):
+    rows, model, tok = rows_and_model
+    batch = train_mod.collate(rows, tok.pad_token_id)
+    assert not bool(batch["attention_mask"].all())  # padded rows: the mask matters
+    with torch.no_grad():
+        ours, theirs = train_mod.lm_loss(model, batch), model(**batch).loss
+    assert abs(float(ours) - float(theirs)) < 1e-5
+
+
+def test_packed_loss_and_gradients_equal_unpacked(rows_and_model):
+    """Block-diagonal attention and restarted positions: packing changes nothing but the layout."""
+    rows, model, tok = rows_and_model
+    longest = max(len(r["input_ids"]) for r in rows)
+    packed = train_mod.pack(rows, tok.pad_token_id, capacity=2 * longest)
+    assert packed["input_ids"].shape[0] < len(rows)  # several examples share a row
+    assert "attention_mask" not in packed
+    padded = train_mod.collate(rows, tok.pad_token_id)
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    assert int((packed["labels"] != -100).sum()) == int((padded["labels"][:, 1:] != -100).sum())
+    grads = []
+    for batch in (padded, packed):
+        model.zero_grad(set_to_none=True)
+        loss = train_mod.lm_loss(model, batch)
+        loss.backward()
+        grads.append((float(loss.detach()), {n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad}))
+    (a, ga), (b, gb) = grads
+    assert abs(a - b) < 1e-5
+    assert all(torch.allclose(ga[n], gb[n], atol=1e-5, rtol=1e-4) for n in ga)
+    model.zero_grad(set_to_none=True)
+
+
+def test_packing_is_wrong_without_restarted_positions(rows_and_model):
+    """The check above has teeth: the same packed rows read as one long sequence give another loss."""
+    rows, model, tok = rows_and_model
+    longest = max(len(r["input_ids"]) for r in rows)
+    packed = train_mod.pack(rows, tok.pad_token_id, capacity=2 * longest)
+    padded = train_mod.collate(rows, tok.pad_token_id)
+    with torch.no_grad():
+        right = float(train_mod.lm_loss(model, padded))
+        wrong = float(train_mod.lm_loss(model, {k: v for k, v in packed.items() if k != "position_ids"}))
+    assert abs(right - wrong) > 1e-3
+
+
+def test_random_batches_cover_the_data():
+    lengths = [5 + (i * 7) % 40 for i in range(320)]
+    sched = train_mod.batch_schedule(lengths, 8, 40, seed=1, group=False)
+    assert len(sched) == 40 and all(len(b) == 8 for b in sched)
+    assert len({i for b in sched for i in b}) == 320
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in sched) / len(sched)
+    assert spread > 20  # not grouped by length
+
+
+@pytest.mark.parametrize("option", [{"packing": True}, {"gradient_checkpointing": True}, {"compile": True}])
+def test_option_trains_to_the_same_curve(prepared, tmp_path, option):  # noqa: F811
+    """Packing (random batches), gradient checkpointing and torch.compile follow the plain run's loss curve."""
+    _, p = prepared
+    base = {"steps": 4, "checkpoint_every": 4, "group_by_length": False}
+    if "gradient_checkpointing" not in option:  # other shapes / compiled kernels draw other dropout masks
+        base["lora.dropout"] = 0.0
+    if "compile" in option:  # compiling takes most of a minute on 2 cores: fewer steps
+        base.update(steps=2, checkpoint_every=2)
+        p = p.model_copy(deep=True)
+        p.prepare.max_length = 256  # rows of 256 tokens: three of the tiny examples fit in one
+    ref = train(p, tmp_path / "ref", base)
+    got = train(p, tmp_path / "opt", {**base, **option})
+    a, b = curve(tmp_path / "ref"), curve(tmp_path / "opt")
+    assert len(a) == len(b) == base["steps"]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    assert got["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
+    if "packing" in option:
+        assert got["padding_fraction"] < ref["padding_fraction"]
+
+
+def test_packing_refuses_prompt_methods(prepared, tmp_path):  # noqa: F811
+    _, p = prepared
+    with pytest.raises(ValueError, match="packing"):
+        train(p, tmp_path, {"method": "prompt", "packing": True, "steps": 2})

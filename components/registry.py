@@ -3,7 +3,7 @@
 Why GTO: it is DVC's own model registry and needs nothing but the Git repository the pipeline
 already lives in. A version is a tag `NAME@vX.Y.Z` on a *registration commit* that holds exactly
 what made the model: `dvc.lock` (the bundle's content hash among the stage outputs), the data's
-`.dvc` file, `params.yaml` and `metrics/`. The bundle itself lives in the DVC cache (and the DVC
+`.dvc` file, `params.yaml`, `metrics/` and `.dvc/config` (the DVC remote). The bundle itself lives in the DVC cache (and the DVC
 remote after `dvc push`), so any version can be fetched back byte for byte. The tag's message is the
 lineage as JSON: source commit, data hash, params hash, bundle hash, metrics, gate verdict.
 
@@ -195,7 +195,8 @@ def register(root: Path, params, name: str, push: bool = False) -> dict:
     data_dvc = Path(params.data.path + ".dvc")
     if (root / data_dvc).exists():  # record this data version in its .dvc file and the cache
         _dvc(root, "commit", "--force", "--quiet", str(data_dvc))
-    paths = [p for p in ("dvc.lock", str(data_dvc), "params.yaml", "metrics") if (root / p).exists()]
+    # .dvc/config too: it names the DVC remote a later `materialise` fetches this version's bundle from
+    paths = [p for p in ("dvc.lock", str(data_dvc), "params.yaml", "metrics", ".dvc/config") if (root / p).exists()]
     _git(root, "add", "--", *paths)
     _git(root, "commit", "--allow-empty", "--no-verify", "-q", "-m",
          f"peftpipe: register {name} (data {str(info['data']['md5'])[:8]}, params {info['params_sha256'][:8]})",

@@ -27,14 +27,23 @@ DVC_HINTS = ("To track the changes with git", "\tgit add", "To enable auto stagi
 
 
 def stage_graph(root: str | Path = ".") -> list[dict]:
-    """dvc.yaml's stages in topological order: [{name, retries}]."""
+    """dvc.yaml's stages in topological order: [{name, retries, upstream}]."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         stages = [s for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "cmd", None)]
-        return [{"name": s.name, "retries": int((getattr(s, "meta", None) or {}).get("retries", 0))} for s in stages]
+        return [{"name": s.name, "retries": int((getattr(s, "meta", None) or {}).get("retries", 0)),
+                 "upstream": sorted(d.addressing for d in nx.descendants(graph, s))} for s in stages]
+
+
+def stale_stages(root: str | Path = ".") -> set[str]:
+    """Stages (and .dvc data sources) whose deps, params or outs differ from dvc.lock: DVC's own status."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return set(repo.status())
 
 
 def dvc_repro(stage: str, root: Path) -> dict:
@@ -66,10 +75,18 @@ def build_flow():
     @flow(name="peftpipe", log_prints=False)
     def pipeline(root: str = ".") -> list[dict]:
         rootp = Path(root).resolve()
-        results = []
+        results, ran = [], set()
+        stale = stale_stages(rootp)
         for s in stage_graph(rootp):
+            # up to date and nothing upstream reran: what `dvc repro` would decide, without starting it
+            if s["name"] not in stale and not ran & set(s["upstream"]):
+                print(f"Stage '{s['name']}' is up to date (dvc status), skipping", flush=True)
+                results.append({"stage": s["name"], "ran": False, "seconds": 0.0})
+                continue
             run = task(dvc_repro, name=s["name"], retries=s["retries"], retry_delay_seconds=5, cache_policy=NO_CACHE)
             results.append(run(s["name"], rootp))
+            if results[-1]["ran"]:
+                ran.add(s["name"])
         from peftpipe.report import markdown_report
 
         create_markdown_artifact(key="peftpipe-report", markdown=markdown_report(rootp, results),

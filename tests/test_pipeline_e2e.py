@@ -306,10 +306,15 @@ def test_ci_pr_script_reports_metrics_diff_and_gates_and_the_dvc_remote_serves_a
     assert "PASS training_health" in text and "ROUGE-L" in text
     # the versions come back from the DVC remote alone (main.sh pushed v0.0.1's bundle there)
     assert [r["version"] for r in registry(proj)] == ["v0.0.2", "v0.0.1"]
-    shutil.rmtree(proj / ".dvc" / "cache")
+    cache, aside = proj / ".dvc" / "cache", proj.parent / "cache-aside"
+    cache.rename(aside)
     shutil.rmtree(proj / ".peftpipe" / "deployments")
-    folder = materialise(proj, "qa-model", "v0.0.1", ".peftpipe/deployments")
-    assert (folder / "model.onnx").exists()
+    try:
+        folder = materialise(proj, "qa-model", "v0.0.1", ".peftpipe/deployments")
+        assert (folder / "model.onnx").exists() and not cache.exists()  # fetched from the remote alone
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        aside.rename(cache)  # the later tests' runs reuse their cached stages
 
 
 def test_failing_gate_stops_before_merge_and_nothing_is_registered_or_promoted(project):

@@ -89,3 +89,14 @@ def exported(tiny_model_dir, tmp_path_factory):
     merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
     parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
     return p, merge_report, parity
+
+
+# The longest files first: with one file per worker at a time (`--dist loadfile`), a long file
+# collected last would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_methods.py", "test_merge_export.py", "test_embedded_e2e.py",
+                 "test_crash_resume.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: order kept within a file

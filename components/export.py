@@ -12,7 +12,7 @@ from components.evaluate import test_samples
 from components.gates import PROMOTED_PREDICTIONS
 from components.generation import greedy_generate
 from components.onnx_runtime import MODEL_FILE, OnnxCausalLM
-from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from peftpipe.atomic import atomic_dir, atomic_write_json, atomic_write_text, file_md5
 from peftpipe.config import Params, params_dict
 from peftpipe.runtime import set_seed, set_threads
 
@@ -103,11 +103,6 @@ def verify_checksums(folder: str | Path) -> None:
             raise ExportCheckFailed(f"{folder}: {name} is missing or corrupt (checksum mismatch)")
 
 
-def _data_hash(path: str) -> str | None:
-    p = Path(path)
-    return hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else None
-
-
 def model_card(params: Params, metrics: dict, parity: dict) -> str:
     rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
                      for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu"))
@@ -120,7 +115,7 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
 
 - Base model: `{params.model.source}`
 - Method: `{params.train.method}`
-- Data: `{params.data.path}` (md5 `{_data_hash(params.data.path)}`)
+- Data: `{params.data.path}` (md5 `{file_md5(params.data.path)}`)
 - Seed: {params.seed}
 
 ## Metrics on the test split ({metrics['tuned'].get('samples')} samples)
@@ -215,7 +210,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
             "system_prompt": params.prepare.system_prompt})
         card = {"base_model": params.model.source, "method": params.train.method,
-                "data": {"path": params.data.path, "md5": _data_hash(params.data.path)},
+                "data": {"path": params.data.path, "md5": file_md5(params.data.path)},
                 "params": {k: v for k, v in params_dict(params).items() if k in CARD_PARAMS}, "metrics": metrics, "parity": parity}
         atomic_write_json(tmp / "model_card.json", card)
         shutil.copy(Path(eval_dir) / "predictions.jsonl", tmp / PROMOTED_PREDICTIONS)  # for no-regression gates later

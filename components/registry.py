@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,7 @@ class RegistryError(RuntimeError):
     """A registry operation that must not happen (failed gates, regression, nothing to roll back to)."""
 
 
+@lru_cache(maxsize=None)
 def _ensure_identity(root: Path) -> None:
     """Commits and tags need an author: fall back to 'peftpipe' on machines (CI) without a git identity."""
     for key, env, default in (("user.name", "NAME", "peftpipe"), ("user.email", "EMAIL", "peftpipe@localhost")):
@@ -137,6 +139,7 @@ def versions(root: Path, name: str) -> list[dict]:
         rows = gto.api.show(str(root), name, deprecated=False)
     except ArtifactNotFound:
         return []
+    in_stage = {s: current(root, name, s) for s in STAGES}
     out = []
     for row in rows:
         try:
@@ -144,7 +147,7 @@ def versions(root: Path, name: str) -> list[dict]:
         except ValueError:
             info = {}
         out.append({"version": row["version"], "commit": row["commit_hexsha"], "lineage": info,
-                    "stages": [s for s in STAGES if current(root, name, s) == row["version"]]})
+                    "stages": [s for s in STAGES if in_stage[s] == row["version"]]})
     return out
 
 
@@ -188,7 +191,8 @@ def register(root: Path, params, name: str, push: bool = False) -> dict:
     info = lineage(root, params)
     if not info["gates_passed"]:
         raise RegistryError("the last run did not pass its quality gates: nothing to register")
-    for v in versions(root, name):
+    known = versions(root, name)
+    for v in known:
         if v["lineage"].get("bundle", {}).get("md5") == info["bundle"]["md5"]:
             print(f"{name} {v['version']} already holds this bundle ({info['bundle']['md5'][:12]}); nothing registered")
             return {**v, "new": False}
@@ -204,7 +208,7 @@ def register(root: Path, params, name: str, push: bool = False) -> dict:
     commit = _git(root, "rev-parse", "HEAD")
     _tick(root)
     gto.api.register(str(root), name, commit, message=json.dumps(info, sort_keys=True),
-                     bump_patch=latest(root, name) is not None, version=None if latest(root, name) else "v0.0.1")
+                     bump_patch=bool(known), version=None if known else "v0.0.1")
     version = latest(root, name)
     if push:
         _dvc(root, "push", "--quiet")

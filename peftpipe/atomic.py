@@ -64,3 +64,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_md5(path: str | Path) -> str | None:
+    """A file's md5 as DVC records it (None when it is not a file)."""
+    import hashlib
+
+    p = Path(path)
+    return hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else None

@@ -20,8 +20,6 @@ def _fail(msg: str, code: int = 1) -> int:
 
 
 def cmd_run(args) -> int:
-    from peftpipe.config import load_params, write_overrides
-
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
     with run_lock(Path(".peftpipe.lock")):

@@ -3,7 +3,6 @@ Prefect deployment (flows/release.py) and the CI scripts share."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -18,11 +17,9 @@ def data_files(params) -> list[str]:
 
 def data_state(root: Path, params) -> dict[str, str | None]:
     """md5 of each tracked data file (None when missing), as DVC computes it for a file."""
-    out = {}
-    for rel in data_files(params):
-        f = Path(rel) if Path(rel).is_absolute() else root / rel
-        out[rel] = hashlib.md5(f.read_bytes()).hexdigest() if f.is_file() else None
-    return out
+    from peftpipe.atomic import file_md5
+
+    return {rel: file_md5(Path(rel) if Path(rel).is_absolute() else root / rel) for rel in data_files(params)}
 
 
 def data_changed(root: Path, params) -> bool:

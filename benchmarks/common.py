@@ -20,7 +20,7 @@ def env_block(threads: int) -> dict:
     import torch
     import transformers
 
-    from peftpipe.runtime import cpu_flags, resolve_precision
+    from components.core.runtime import cpu_flags, resolve_precision
 
     cpu = "unknown"
     try:
@@ -43,7 +43,7 @@ def dir_size_mb(path: Path, skip: tuple[str, ...] = ("metrics.json", "method.jso
 
 
 def write_json(path: Path, data: dict) -> None:
-    from peftpipe.atomic import atomic_write_json
+    from components.core.atomic import atomic_write_json
 
     atomic_write_json(path, data)
 

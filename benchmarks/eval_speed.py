@@ -5,7 +5,7 @@
 
 Both arms answer the same test questions greedily with the same max_new_tokens on the embedded
 base model (fp32): one `model.generate(...)` per question (the plain way), and
-components.generation.greedy_generate (what the evaluate stage runs: prompts sorted by length,
+components.model.generation.greedy_generate (what the evaluate stage runs: prompts sorted by length,
 left padding, batches of evaluate.batch_size). Speed is real generated tokens/s (answer tokens up
 to the EOS; tokens a finished row computes while it waits for its batch do not count). The arms
 run interleaved in halves of the questions (A B B A) to spread noise on a shared machine, and the
@@ -55,7 +55,7 @@ def one_at_a_time(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
 
 
 def batched(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int):
-    from components.generation import greedy_generate
+    from components.model.generation import greedy_generate
 
     t0 = time.perf_counter()
     ids, _ = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress=False)
@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     prepare_once(p)
     import torch
 
-    from components.base_model import load_base
-    from components.evaluate import test_samples
-    from peftpipe.runtime import set_seed, set_threads
+    from components.model.base_model import load_base
+    from components.evaluation.evaluate import test_samples
+    from components.core.runtime import set_seed, set_threads
 
     threads = set_threads(args.threads)
     set_seed(p.seed)
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
             for name, r in results.items()]
     table = markdown_table(["generation", "batch", "generated tokens", "s", "tokens/s", "vs one at a time",
                             "answers differing from one at a time"], rows)
-    from peftpipe.atomic import atomic_write_text
+    from components.core.atomic import atomic_write_text
 
     env = report["env"]
     atomic_write_text(out / "eval_speed.md", (

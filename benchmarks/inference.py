@@ -43,16 +43,16 @@ def memory_bandwidth_gbs(threads: int, mb: int = 1024, repeats: int = 7) -> floa
 
 def build_onnx(work: Path, threads: int) -> tuple[Path, Path]:
     """Materialise the embedded model and export it (fp32 ONNX + int8) into work/, once."""
-    from components.base_model import materialise
-    from components.export import export_onnx
-    from components.quantize import VARIANTS, quantize
-    from peftpipe.config import ModelConfig
+    from components.model.base_model import materialise
+    from components.deploy.export import export_onnx
+    from components.deploy.quantize import VARIANTS, quantize
+    from components.core.config import ModelConfig
 
     model_dir, onnx_dir = work / "model", work / "onnx"
     if not (model_dir / "config.json").exists():
         materialise(ModelConfig(), model_dir)
     if not (onnx_dir / "model.onnx").exists():
-        from components.base_model import load_base
+        from components.model.base_model import load_base
 
         onnx_dir.mkdir(parents=True, exist_ok=True)
         model, tok = load_base(model_dir)
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from components.base_model import load_base
-    from components.onnx_runtime import OnnxCausalLM
-    from components.quantize import VARIANTS
+    from components.model.base_model import load_base
+    from components.serving.onnx_runtime import OnnxCausalLM
+    from components.deploy.quantize import VARIANTS
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)

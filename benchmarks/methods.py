@@ -54,7 +54,7 @@ def params(args):
 
 def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[str]):
     """Params on a real QA file with every path under workdir (shared by the benchmarks)."""
-    from peftpipe.config import Paths, load_params
+    from components.core.config import Paths, load_params
 
     paths = [f"paths.{k}={Path(workdir) / v}" for k, v in Paths().model_dump().items()]
     return load_params(ROOT / "params.yaml", paths + [
@@ -77,9 +77,9 @@ def config_key(args, method: str) -> str:
 
 
 def prepare_once(p) -> dict:
-    from components.base_model import materialise
-    from components.prepare import run_prepare
-    from components.validate import run_validate
+    from components.model.base_model import materialise
+    from components.data.prepare import run_prepare
+    from components.data.validate import run_validate
 
     if not (Path(p.paths.base_model) / "config.json").exists():
         materialise(p.model, p.paths.base_model)
@@ -91,9 +91,9 @@ def prepare_once(p) -> dict:
 
 def run_one(method: str, args) -> dict:
     """Train (unless a baseline) and evaluate one method in this process."""
-    from components.evaluate import run_evaluate
-    from components.train import run_train
-    from peftpipe.runtime import quiet_env
+    from components.evaluation.evaluate import run_evaluate
+    from components.training.train import run_train
+    from components.core.runtime import quiet_env
 
     quiet_env()
     p = params(args)
@@ -126,8 +126,8 @@ def run_one(method: str, args) -> dict:
 
 def significance(work: Path, methods: list[str]) -> dict[str, dict]:
     """Paired bootstrap 95% interval of each method's per-question ROUGE-L gain over zero-shot and over ICL."""
-    from components.evaluate import read_predictions
-    from components.quality import paired_bootstrap
+    from components.evaluation.evaluate import read_predictions
+    from components.evaluation.quality import paired_bootstrap
 
     preds = {m: read_predictions(work / m / "eval") for m in methods if (work / m / "eval" / "predictions.jsonl").exists()}
     out: dict[str, dict] = {}
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
           f"{args.max_new_tokens} tokens. Machine: {report['env']['cpu']}, {report['env']['threads']} threads, "
           f"torch {report['env']['torch']}, peft {report['env']['peft']}.\n\n" + table(results, report["significance"])
           + "\n`*`: the paired bootstrap 95% interval of the per-question ROUGE-L gain lies above zero.\n")
-    from peftpipe.atomic import atomic_write_text
+    from components.core.atomic import atomic_write_text
 
     atomic_write_text(out / "methods.md", md)
     if len(results) > 1:

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     import httpx
 
-    from components.load_test import run_load, wait_until_healthy
+    from components.serving.load_test import run_load, wait_until_healthy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -73,7 +73,7 @@ def params(args, arm: str = "peftpipe"):
 
 
 def score(model, tokenizer, p, n: int) -> float:
-    from components.evaluate import eval_loss, test_samples
+    from components.evaluation.evaluate import eval_loss, test_samples
 
     samples = test_samples(p.paths.prepared, n)
     return eval_loss(model, tokenizer, samples, [s["prompt_ids"] for s in samples], 16)
@@ -85,8 +85,8 @@ def run_plain(p, args, work: Path) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from components.base_model import load_base
-    from components.prepare import load_prepared
+    from components.model.base_model import load_base
+    from components.data.prepare import load_prepared
 
     torch.set_num_threads(args.threads or os.cpu_count())
     torch.manual_seed(p.seed)
@@ -119,8 +119,8 @@ def run_plain(p, args, work: Path) -> dict:
 
 
 def run_ours(p, args, work: Path, arm: str) -> dict:
-    from components import train as train_mod
-    from components.methods import load_trained
+    from components.training import train as train_mod
+    from components.model.trained import load_trained
 
     if arm == "all_logits":  # the model's own forward and loss: logits at every position
         train_mod._decoder_and_head = lambda model: None
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     child = argv if argv is not None else sys.argv[1:]
     child = [a for i, a in enumerate(child) if a != "--repeat"]
     threads = args.threads or os.cpu_count()
-    from components.base_model import load_base
+    from components.model.base_model import load_base
 
     n_params = sum(x.numel() for x in load_base(params(args).paths.base_model)[0].parameters())
     roof = [matmul_gflops(threads)]
@@ -259,7 +259,7 @@ def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: 
                   f"their ratios here measure that contention as much as the code; eval loss, padding and memory do not "
                   f"depend on it.\n")
     flags = ", ".join(env["isa"]) or "none of avx2/avx512f/avx512_bf16/amx"
-    from peftpipe.atomic import atomic_write_text
+    from components.core.atomic import atomic_write_text
 
     atomic_write_text(out / "train_speed.md", (
         f"# Training speed against the plain recipe, lever by lever\n\nCommand: `{command}`\n\n"

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from peftpipe.runtime import quiet_env
+from components.core.runtime import quiet_env
 
 
 def prefect_env(root: Path) -> None:
@@ -87,7 +87,7 @@ def build_flow():
             results.append(run(s["name"], rootp))
             if results[-1]["ran"]:
                 ran.add(s["name"])
-        from peftpipe.report import markdown_report
+        from flows.report import markdown_report
 
         create_markdown_artifact(key="peftpipe-report", markdown=markdown_report(rootp, results),
                                  description="metrics and gate verdicts")

@@ -1,7 +1,7 @@
 """The Prefect flow a deployment runs when the data changes: pipeline, then register and promote.
 
 `infra/prefect/prefect.yaml` deploys it (polling schedule, or an event trigger fed by
-`peftpipe watch --emit-event`); it calls the same `peftpipe.release` code as `peftpipe watch`.
+`peftpipe watch --emit-event`); it calls the same `flows.releasing` code as `peftpipe watch`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ def release_flow(root: str = ".", promote_to: str = "staging", only_if_data_chan
     """Run the pipeline on `root` when its tracked data differs from the last run's; register and promote."""
     import os
 
-    from peftpipe.config import load_params
-    from peftpipe.release import data_changed, release
+    from components.core.config import load_params
+    from flows.releasing import data_changed, release
 
     rootp = Path(root).resolve()
     prefect_env(rootp)

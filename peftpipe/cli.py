@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from peftpipe.runtime import quiet_env
+from components.core.errors import UserError
+from components.core.runtime import quiet_env
 
 PARAMS = Path("params.yaml")
 VARIANT_HELP = "which ONNX model: auto (a quantized one when the bundle ships it, i.e. it passed its quality gate), fp32, int8, int4"
@@ -22,109 +23,28 @@ def _fail(msg: str, code: int = 1) -> int:
 def cmd_run(args) -> int:
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
-    with run_lock(Path(".peftpipe.lock")):
+    from flows.run import run_lock
+
+    with run_lock():
         return _run_locked(args)
-
-
-class RunLocked(RuntimeError):
-    pass
-
-
-def run_lock(path: Path):
-    """One `peftpipe run` per project at a time: an exclusive lock, released when the process ends."""
-    import contextlib
-    import fcntl
-
-    @contextlib.contextmanager
-    def lock():
-        with open(path, "a+", encoding="utf-8") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise RunLocked(f"another peftpipe run is in progress in this project ({holder}); "
-                                "wait for it to finish") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
-            f.flush()
-            try:
-                yield
-            finally:
-                f.truncate(0)
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    return lock()
 
 
 def _run_locked(args) -> int:
     overrides = list(args.set or [])
     if args.method:
         overrides.append(f"train.method={args.method}")
+    from flows.run import run_pipeline_locked
+
     return run_pipeline_locked(overrides)
 
 
-def run_pipeline_locked(overrides: list[str]) -> int:
-    """The pipeline with `overrides` written to params.yaml; the caller holds the run lock."""
-    from peftpipe.config import check_confined, load_params, write_overrides
-
-    check_confined(load_params(PARAMS, overrides))  # before anything is written
-    if overrides:
-        write_overrides(PARAMS, overrides)  # as `dvc exp run -S` does: params.yaml is the record
-    params = load_params(PARAMS)
-    ensure_embedded_data(params.data.path)
-    from flows.pipeline import run_pipeline
-    from peftpipe.report import print_summary
-
-    t0 = time.perf_counter()
-    stages, failed = None, None
-    try:
-        stages = run_pipeline(".")
-    except Exception as e:  # the failing stage printed its own message
-        failed = str(e)
-    if stages is not None or Path("metrics").is_dir():
-        print_summary(".", stages, time.perf_counter() - t0)
-    if failed:
-        return _fail(failed)
-    return 0
-
-
-def ensure_embedded_data(path: str) -> None:
-    """The embedded dataset is generated (deterministically) when it is not on disk yet."""
-    from peftpipe.config import DataConfig
-
-    if path == DataConfig().path and not Path(path).exists():
-        from components.datagen import write_dataset
-
-        n = write_dataset(path)
-        print(f"generated the embedded QA dataset: {path} ({n} rows)")
-        cache_tracked_data(path)
-
-
-def cache_tracked_data(path: str) -> None:
-    """Put regenerated data into the DVC cache when it matches its .dvc file (a fresh clone has no cache)."""
-    import hashlib
-    import subprocess
-
-    import yaml
-
-    dvc_file = Path(path + ".dvc")
-    if not dvc_file.exists():
-        return
-    tracked = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
-    if hashlib.md5(Path(path).read_bytes()).hexdigest() != tracked:
-        raise RuntimeError(f"{path} was regenerated but does not match {dvc_file}; the generator changed")
-    subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(dvc_file)], check=True)
-
-
 def cmd_stage(args) -> int:
-    from peftpipe.config import check_confined, load_params
-    from peftpipe.stages import run_stage
+    from components.core.config import check_confined, load_params
+    from components.stages import run_stage
 
     params = load_params(PARAMS, args.set or [])
     check_confined(params)
-    from components.distributed import relaunch_stage
+    from components.training.distributed import relaunch_stage
 
     if (code := relaunch_stage(args, params)) is not None:  # train.processes > 1: re-run under accelerate launch
         return code
@@ -133,7 +53,7 @@ def cmd_stage(args) -> int:
 
 
 def cmd_data_generate(args) -> int:
-    from components.datagen import write_dataset
+    from components.data.datagen import write_dataset
 
     n = write_dataset(args.out)
     print(f"wrote {n} rows to {args.out}")
@@ -141,8 +61,8 @@ def cmd_data_generate(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from components.inspect import inspect_data, print_inspection
-    from peftpipe.config import load_params
+    from components.data.inspect import inspect_data, print_inspection
+    from components.core.config import load_params
 
     params = load_params(PARAMS, args.set or [])
     print_inspection(inspect_data(args.file, params, inspection_tokenizer(params), args.out))
@@ -155,14 +75,14 @@ def inspection_tokenizer(params):
 
     if (Path(params.paths.base_model) / "tokenizer_config.json").exists():
         return AutoTokenizer.from_pretrained(params.paths.base_model)
-    from components.base_model import resolve_source
+    from components.model.base_model import resolve_source
 
     args = resolve_source(params.model)
     return AutoTokenizer.from_pretrained(**args, trust_remote_code=params.model.trust_remote_code)
 
 
 def cmd_generate(args) -> int:
-    from components.bundle import Bundle
+    from components.serving.bundle import Bundle
 
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
@@ -180,12 +100,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from components.serve import ServeLimits, serve
+    from components.serving.serve import ServeLimits, serve
 
     release = None
     if args.bundle is None:  # whatever the registry has in the stage (production by default)
-        from components import registry
-        from peftpipe.config import load_params
+        from components.release import registry
+        from components.core.config import load_params
 
         params = load_params(PARAMS)
         name = params.registry.name
@@ -208,7 +128,7 @@ def cmd_serve(args) -> int:
 
 
 def _registry_ctx():
-    from peftpipe.config import load_params
+    from components.core.config import load_params
 
     if not Path("dvc.yaml").exists():
         raise FileNotFoundError("no dvc.yaml here: run peftpipe from the project root")
@@ -216,7 +136,7 @@ def _registry_ctx():
 
 
 def cmd_register(args) -> int:
-    from components import registry
+    from components.release import registry
 
     params = _registry_ctx()
     registry.register(Path("."), params, params.registry.name, push=params.registry.push)
@@ -224,7 +144,7 @@ def cmd_register(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from components import registry
+    from components.release import registry
 
     params = _registry_ctx()
     name = params.registry.name
@@ -241,7 +161,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from components import registry
+    from components.release import registry
 
     params = _registry_ctx()
     registry.rollback(Path("."), params.registry.name, args.stage, params.registry.deploy_dir, push=params.registry.push)
@@ -254,7 +174,7 @@ def cmd_registry(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from components import registry
+    from components.release import registry
 
     params = _registry_ctx()
     rows = registry.versions(Path("."), params.registry.name)
@@ -276,7 +196,7 @@ def cmd_registry(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from peftpipe.release import release
+    from flows.releasing import release
 
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
@@ -285,14 +205,14 @@ def cmd_release(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from peftpipe.release import watch
+    from flows.releasing import watch
 
     if not Path("dvc.yaml").exists():
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
     on_change = None
     if args.emit_event:  # a Prefect deployment trigger (infra/prefect/prefect.yaml) runs the release instead
-        from peftpipe.config import load_params
-        from peftpipe.release import data_state
+        from components.core.config import load_params
+        from flows.releasing import data_state
 
         def on_change():
             from prefect.events import emit_event
@@ -319,7 +239,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from peftpipe.report import markdown_report, print_summary
+    from flows.report import markdown_report, print_summary
 
     if args.markdown:
         print(markdown_report("."), end="")
@@ -330,7 +250,7 @@ def cmd_summary(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from components.methods import NAMES as METHOD_NAMES
-    from peftpipe.stages import STAGES
+    from components.stages import STAGES
 
     p = argparse.ArgumentParser(prog="peftpipe", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -443,11 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from components.validate import DataError
-    from peftpipe.config import ConfigError
-
-    names = {"GateFailed", "MergeCheckFailed", "ExportCheckFailed", "ModelSourceError", "RunLocked", "RegistryError"}
-    return isinstance(e, (DataError, ConfigError, FileNotFoundError)) or type(e).__name__ in names
+    return isinstance(e, (UserError, FileNotFoundError))
 
 
 if __name__ == "__main__":

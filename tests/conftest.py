@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from peftpipe.runtime import quiet_env
+from components.core.runtime import quiet_env
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a BPE tokenizer trained on the embedded questions and answers."""
     from tiny import build_tiny_model
 
-    from components.datagen import generate_rows
+    from components.data.datagen import generate_rows
 
     rows = generate_rows()
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", [r["question"] + " " + r["answer"] for r in rows])
@@ -28,8 +28,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None) -> list[str]:
     """`-S` overrides for fast runs on the tiny model, with every path under tmp (the data written there)."""
-    from components.datagen import write_dataset
-    from peftpipe.config import Paths
+    from components.data.datagen import write_dataset
+    from components.core.config import Paths
 
     data = tmp / "qa.jsonl"
     if not data.exists():
@@ -42,7 +42,7 @@ def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = No
 
 def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
     """Params for fast runs on the tiny model, with every path under tmp."""
-    from peftpipe.config import load_params
+    from components.core.config import load_params
 
     return load_params(ROOT / "params.yaml", tiny_overrides(tmp, tiny_model_dir, extra))
 
@@ -65,14 +65,14 @@ def make_project(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def exported(tiny_model_dir, tmp_path_factory):
     """A LoRA run on the tiny model taken through every stage to an ONNX bundle: (params, merge report, parity)."""
-    from components.base_model import materialise
-    from components.evaluate import run_evaluate
-    from components.export import run_export
-    from components.gates import run_gate
-    from components.merge import run_merge
-    from components.prepare import run_prepare
-    from components.train import run_train
-    from components.validate import run_validate
+    from components.model.base_model import materialise
+    from components.evaluation.evaluate import run_evaluate
+    from components.deploy.export import run_export
+    from components.evaluation.gates import run_gate
+    from components.deploy.merge import run_merge
+    from components.data.prepare import run_prepare
+    from components.training.train import run_train
+    from components.data.validate import run_validate
     from test_pipeline_e2e import RELAXED_GATES
 
     tmp = tmp_path_factory.mktemp("export")

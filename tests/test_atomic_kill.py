@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from components.export import verify_checksums
-from peftpipe.atomic import atomic_dir
+from components.deploy.export import verify_checksums
+from components.core.atomic import atomic_dir
 from test_crash_resume import project_with
 
 BIN = Path(sys.executable).parent

@@ -11,12 +11,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from components.base_model import materialise
-from components.prepare import run_prepare
-from components.train import run_train
-from components.validate import run_validate
+from components.model.base_model import materialise
+from components.data.prepare import run_prepare
+from components.training.train import run_train
+from components.data.validate import run_validate
 from conftest import tiny_params
-from peftpipe.config import params_dict
+from components.core.config import params_dict
 
 BIN = Path(sys.executable).parent
 

@@ -2,7 +2,7 @@ import hashlib
 
 import yaml
 
-from components.datagen import generate_rows, write_dataset
+from components.data.datagen import generate_rows, write_dataset
 from conftest import ROOT
 
 

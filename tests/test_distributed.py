@@ -15,14 +15,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from components import distributed
-from components.base_model import materialise
-from components.prepare import load_prepared, run_prepare
-from components.train import batch_schedule
-from components.validate import run_validate
+from components.training import distributed
+from components.model.base_model import materialise
+from components.data.prepare import load_prepared, run_prepare
+from components.training.train import batch_schedule
+from components.data.validate import run_validate
 from conftest import tiny_params
 from peftpipe.cli import main
-from peftpipe.config import params_dict
+from components.core.config import params_dict
 
 BIN = Path(sys.executable).parent
 # LoRA without dropout: the same global batch gives the same gradient however it is split over ranks

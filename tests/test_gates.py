@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from components.gates import GateFailed, check_gates, run_gate
-from peftpipe.config import GatesConfig
+from components.evaluation.gates import GateFailed, check_gates, run_gate
+from components.core.config import GatesConfig
 
 GOOD = {"rouge-l": 70.0, "bleu-4": 60.0, "empty_rate": 0.0, "repeated_ngram_rate": 0.0, "length_ratio": 1.0}
 BASE = {"rouge-l": 50.0, "bleu-4": 40.0, "empty_rate": 0.0, "repeated_ngram_rate": 0.0, "length_ratio": 2.5}

@@ -2,7 +2,7 @@
 
 import torch
 
-from components.generation import greedy_generate
+from components.model.generation import greedy_generate
 
 
 def one_at_a_time(model, tok, prompts, max_new_tokens):
@@ -18,8 +18,8 @@ def one_at_a_time(model, tok, prompts, max_new_tokens):
 
 
 def test_batched_answers_equal_one_at_a_time(tiny_model_dir):
-    from components.base_model import load_base
-    from components.datagen import generate_rows
+    from components.model.base_model import load_base
+    from components.data.datagen import generate_rows
 
     model, tok = load_base(tiny_model_dir)
     model.eval()

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from components.export import ExportCheckFailed, run_export, verify_checksums
-from components.merge import compare, run_merge
-from components.onnx_runtime import OnnxCausalLM
+from components.deploy.export import ExportCheckFailed, run_export, verify_checksums
+from components.deploy.merge import compare, run_merge
+from components.serving.onnx_runtime import OnnxCausalLM
 from components.methods import NAMES as METHOD_NAMES
-from components.train import run_train
+from components.training.train import run_train
 
 
 def test_merge_is_checked(exported):
@@ -88,7 +88,7 @@ def test_icl_bundle_carries_its_examples_into_onnx_prompts(exported, tmp_path, c
 
 
 def test_batched_onnx_decoding_equals_one_at_a_time(exported):
-    from components.evaluate import test_samples
+    from components.evaluation.evaluate import test_samples
 
     p, _, _ = exported
     lm = OnnxCausalLM(p.paths.bundle)
@@ -99,7 +99,7 @@ def test_batched_onnx_decoding_equals_one_at_a_time(exported):
 
 
 def test_int8_variant_ships_when_its_gate_passes(exported):
-    from components.bundle import Bundle
+    from components.serving.bundle import Bundle
 
     p, _, parity = exported
     v = parity["variants"]["int8"]
@@ -116,8 +116,8 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     """Against answers that are perfect by construction the int8 graph loses ROUGE-L: the gate rejects it."""
     from transformers import AutoTokenizer
 
-    from components.evaluate import test_samples
-    from components.quantize import check_variant
+    from components.evaluation.evaluate import test_samples
+    from components.deploy.quantize import check_variant
 
     p, _, _ = exported
     folder = tmp_path / "b"
@@ -138,8 +138,8 @@ def test_each_method_answers_through_generate_and_serve(exported, tmp_path, meth
     `peftpipe generate` and the server answer from alike."""
     from fastapi.testclient import TestClient
 
-    from components.bundle import Bundle
-    from components.serve import create_app
+    from components.serving.bundle import Bundle
+    from components.serving.serve import create_app
     from peftpipe.cli import main
 
     p, _, _ = exported

@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from components import kv_prefix
-from components import train as train_mod
-from components.base_model import load_base
-from components.methods import NAMES, get_method, load_trained
+from components.model import kv_prefix
+from components.training import train as train_mod
+from components.model.base_model import load_base
+from components.methods import NAMES, get_method
+from components.model.trained import load_trained
 from components.methods.icl import read_shots
 from conftest import tiny_overrides
 from peftpipe.cli import main
@@ -127,7 +128,7 @@ def test_icl_draws_fixed_shots_and_puts_them_in_prompts(setup):
 
 
 def project_params(setup):
-    from peftpipe.config import load_params
+    from components.core.config import load_params
 
     proj, sets, _ = setup
     return load_params(proj / "params.yaml", sets)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.metrics import corpus_scores, sample_scores
+from components.evaluation.metrics import corpus_scores, sample_scores
 
 
 def reference_formula(pred: str, label: str, lowercase: bool = False) -> dict:
@@ -63,7 +63,7 @@ def test_a_rouge_that_drops_cjk_would_fail_the_chinese_parity():
 
 
 def test_token_f1_exact_match_and_sacrebleu():
-    from components.metrics import corpus_bleu, token_f1
+    from components.evaluation.metrics import corpus_bleu, token_f1
 
     assert token_f1("The capital is Lima.", "Lima is the capital") == 100.0
     assert token_f1("Lima", "The capital of Peru is Lima.") == pytest.approx(100 * 2 * 1 * 0.2 / 1.2, abs=1e-4)
@@ -100,7 +100,7 @@ def test_corpus_scores_average_and_exact_match():
 
 
 def test_degeneration_and_bootstrap():
-    from components.quality import degeneration, paired_bootstrap, repeated_ngram_rate
+    from components.evaluation.quality import degeneration, paired_bootstrap, repeated_ngram_rate
 
     assert repeated_ngram_rate("x y z x y z x y z") == pytest.approx(1 - 3 / 7)
     assert repeated_ngram_rate("The capital of Peru is Lima.") == 0.0
@@ -115,7 +115,7 @@ def test_degeneration_and_bootstrap():
 
 
 def test_multiple_references_take_the_best_match():
-    from components.metrics import corpus_bleu, score_samples
+    from components.evaluation.metrics import corpus_bleu, score_samples
 
     one = score_samples(["The capital is Lima."], ["Lima is in Peru."])[0]
     best = score_samples(["The capital is Lima."], [["Lima is in Peru.", "The capital is Lima."]])[0]

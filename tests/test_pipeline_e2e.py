@@ -103,7 +103,7 @@ def in_stage(proj: Path, stage: str) -> str | None:
 
 
 def in_stage_of(proj: Path, name: str, stage: str) -> str | None:
-    from components.registry import current
+    from components.release.registry import current
 
     return current(proj, name, stage)
 
@@ -113,8 +113,8 @@ def tags(proj: Path) -> list[str]:
 
 
 def test_ci_main_script_registers_with_lineage_and_promotes_to_staging(project, tmp_path):
-    from components.registry import params_hash
-    from peftpipe.config import load_params
+    from components.release.registry import params_hash
+    from components.core.config import load_params
 
     proj, _ = project
     source = sh(["git", "rev-parse", "HEAD"], proj).stdout.strip()
@@ -153,7 +153,7 @@ def test_ci_release_script_promotes_staging_to_production(project, tmp_path):
 def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_staging(project, tmp_path):
     """A train-split row edit: the watcher reruns validate onwards (the base model and its evaluation are
     reused), registers v0.0.2 with the new data hash and puts it in staging; production stays."""
-    from components.prepare import in_test_split
+    from components.data.prepare import in_test_split
 
     proj, _ = project
     log = tmp_path / "watch.log"
@@ -186,12 +186,12 @@ def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_stag
 
 
 def test_promotion_is_gated_rollback_restores_and_the_server_follows_production(project):
-    from components.load_test import wait_until_healthy
-    from peftpipe.config import write_overrides
+    from components.serving.load_test import wait_until_healthy
+    from components.core.config import write_overrides
 
     import gto.api
 
-    from components.registry import _ensure_identity
+    from components.release.registry import _ensure_identity
 
     proj, _ = project
     _ensure_identity(proj)  # tags made here need an author on machines without a git identity
@@ -253,8 +253,8 @@ def test_kill_during_promotion_leaves_a_complete_production(project):
     or the new version, never a partial bundle, and the next promotion completes."""
     import random
 
-    from components.export import verify_checksums
-    from components.registry import deployment_dir, materialise
+    from components.deploy.export import verify_checksums
+    from components.release.registry import deployment_dir, materialise
 
     proj, _ = project
     rng = random.Random()
@@ -288,13 +288,13 @@ def test_kill_during_promotion_leaves_a_complete_production(project):
     assert in_stage(proj, "production") == "v0.0.2"
     verify_checksums(materialise(proj, "qa-model", "v0.0.2", ".peftpipe/deployments"))
     sh([str(BIN / "peftpipe"), "rollback"], proj)
-    from peftpipe.config import write_overrides
+    from components.core.config import write_overrides
 
     write_overrides(proj / "params.yaml", ["gates.max_regression=1.0"])  # back to the run's value: stages stay cached
 
 
 def test_ci_pr_script_reports_metrics_diff_and_gates_and_the_dvc_remote_serves_a_version(project, tmp_path):
-    from components.registry import materialise
+    from components.release.registry import materialise
 
     proj, _ = project
     summary = tmp_path / "pr.md"
@@ -362,8 +362,8 @@ def test_a_method_that_cannot_merge_still_reaches_the_bundle(project):
         "What is the capital of Kenya?"], proj)
     from fastapi.testclient import TestClient
 
-    from components.bundle import Bundle
-    from components.serve import create_app
+    from components.serving.bundle import Bundle
+    from components.serving.serve import create_app
 
     bundle = Bundle(proj / "bundle", variant="fp32")
     assert bundle.lm.prefix is not None  # the server decodes after the learned prefix too

@@ -1,5 +1,5 @@
-from components.prepare import IGNORE_INDEX, encode_example, load_prepared, run_prepare, split_rows
-from components.validate import run_validate
+from components.data.prepare import IGNORE_INDEX, encode_example, load_prepared, run_prepare, split_rows
+from components.data.validate import run_validate
 from conftest import tiny_params
 
 
@@ -31,7 +31,7 @@ def test_loss_only_on_answer_tokens_and_truncation(tiny_model_dir, tmp_path):
 
 
 def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
-    from components.base_model import materialise
+    from components.model.base_model import materialise
 
     p = tiny_params(tmp_path, tiny_model_dir)
     materialise(p.model, p.paths.base_model)
@@ -56,7 +56,7 @@ def test_prepare_output_is_byte_stable_and_test_split_survives_train_edits(tiny_
     """Equal inputs give equal bytes (DVC caches downstream); a train-row edit leaves the test split as it was."""
     import json
 
-    from components.base_model import materialise
+    from components.model.base_model import materialise
 
     p = tiny_params(tmp_path, tiny_model_dir)
     materialise(p.model, p.paths.base_model)

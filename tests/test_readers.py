@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from components.readers import DataError, detect_format
-from components.validate import run_validate
-from peftpipe.config import DataConfig, ValidateConfig
+from components.data.readers import DataError, detect_format
+from components.data.validate import run_validate
+from components.core.config import DataConfig, ValidateConfig
 
 N = 12
 
@@ -107,7 +107,7 @@ def test_detection_and_declared_format_mismatch(tmp_path):
 def test_multi_turn_labels_cover_assistant_turns_only(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from components.chat import IGNORE_INDEX, encode_conversation, render
+    from components.data.chat import IGNORE_INDEX, encode_conversation, render
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.registry import check_promotion
+from components.release.registry import check_promotion
 from conftest import ROOT
 
 
@@ -37,7 +37,7 @@ def watch_project(tmp_path: Path) -> Path:
 
 
 def test_watcher_debounces_a_burst_of_edits_into_one_run_and_sees_edits_made_during_a_run(tmp_path):
-    from peftpipe.release import watch
+    from flows.releasing import watch
 
     root = watch_project(tmp_path)
     data = root / "d.jsonl"
@@ -73,8 +73,8 @@ def test_watcher_debounces_a_burst_of_edits_into_one_run_and_sees_edits_made_dur
 def test_watcher_does_not_run_for_data_the_last_run_already_used(tmp_path):
     import hashlib
 
-    from peftpipe.release import data_changed, watch
-    from peftpipe.config import load_params
+    from flows.releasing import data_changed, watch
+    from components.core.config import load_params
 
     root = watch_project(tmp_path)
     md5 = hashlib.md5((root / "d.jsonl").read_bytes()).hexdigest()

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from components.base_model import ModelSourceError, materialise
+from components.model.base_model import ModelSourceError, materialise
+from flows.run import run_lock
 from peftpipe import cli
-from peftpipe.config import ModelConfig
+from components.core.config import ModelConfig
 
 
 def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir, tmp_path):
@@ -29,12 +30,12 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir, tmp_path):
 def test_second_run_in_the_same_project_is_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(tmp_path)
-    with cli.run_lock(tmp_path / ".peftpipe.lock"):
+    with run_lock(tmp_path / ".peftpipe.lock"):
         assert cli.main(["run"]) == 1
     err = capsys.readouterr().err
     assert "another peftpipe run is in progress" in err and f"pid {os.getpid()}" in err
     assert "Traceback" not in err
-    with cli.run_lock(tmp_path / ".peftpipe.lock"):  # released: the next run may take it
+    with run_lock(tmp_path / ".peftpipe.lock"):  # released: the next run may take it
         pass
 
 
@@ -61,7 +62,7 @@ def test_paths_outside_the_project_are_refused(tmp_path, monkeypatch, capsys, ov
 
 
 def test_a_symlink_out_of_the_project_is_refused(tmp_path):
-    from peftpipe.config import ConfigError, check_confined, load_params
+    from components.core.config import ConfigError, check_confined, load_params
 
     (tmp_path / "proj").mkdir()
     (tmp_path / "outside.jsonl").write_text("{}\n")

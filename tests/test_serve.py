@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from components.bundle import Bundle
-from components.serve import ServeLimits, create_app
+from components.serving.bundle import Bundle
+from components.serving.serve import ServeLimits, create_app
 
 QUESTIONS = ["What is the capital of Peru?", "Who wrote Hamlet?", "What is the boiling point of water?",
              "How many legs does a spider have?", "What is the largest planet?", "Which metal is liquid at room temperature?"]
@@ -103,7 +103,7 @@ def free_port() -> int:
 def test_load_50_clients_on_loopback(bundle, tmp_path):
     """The real server process under 50 concurrent clients: zero 5xx, every answer right, token never logged.
     PEFTPIPE_LOAD_SECONDS sets the duration (CI: 8 s; `PEFTPIPE_LOAD_SECONDS=30 pytest -m load` for the long run)."""
-    from components.load_test import run_load, wait_until_healthy
+    from components.serving.load_test import run_load, wait_until_healthy
 
     seconds = float(os.environ.get("PEFTPIPE_LOAD_SECONDS", "8"))
     expected = {q: bundle.answer(q, 8) for q in QUESTIONS}

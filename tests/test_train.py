@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components import train as train_mod
-from components.base_model import materialise
-from components.prepare import run_prepare
-from components.validate import run_validate
+from components.training import train as train_mod
+from components.model.base_model import materialise
+from components.data.prepare import run_prepare
+from components.data.validate import run_validate
 from conftest import tiny_params
 
 
@@ -48,7 +48,7 @@ def without_timings(d):
 
 def test_lora_learns_and_same_params_give_identical_weights_and_metrics(prepared, tmp_path):
     """Determinism: two runs with the same params and seed give bit-identical adapters, curves, answers and metrics."""
-    from components.evaluate import run_evaluate
+    from components.evaluation.evaluate import run_evaluate
 
     _, p = prepared
     m1 = train(p, tmp_path / "a")

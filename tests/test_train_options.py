@@ -4,8 +4,8 @@ benchmarks/train_speed.py, never here)."""
 import pytest
 import torch
 
-from components import train as train_mod
-from components.prepare import load_prepared
+from components.training import train as train_mod
+from components.data.prepare import load_prepared
 from test_train import prepared, train  # noqa: F401  (the prepared tiny data set, and a train run with overrides)
 
 
@@ -15,7 +15,7 @@ def curve(out):
 
 @pytest.fixture(scope="module")
 def rows_and_model(prepared):  # noqa: F811
-    from components.base_model import load_base
+    from components.model.base_model import load_base
     from components.methods import Context, get_method
 
     _, p = prepared

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from components.validate import DataError, run_validate
-from peftpipe.config import DataConfig, ValidateConfig
+from components.data.validate import DataError, run_validate
+from components.core.config import DataConfig, ValidateConfig
 
 GOOD = [{"question": f"What is item number {i}?", "answer": f"Item {i} is fine."} for i in range(40)]
 

@@ -1,0 +1,310 @@
+"""Typed configuration: one pydantic model of every param, read from params.yaml.
+
+Overrides use the `dvc exp run -S` syntax: `-S train.lr=1e-4` (the value is parsed as YAML).
+Unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from components.core.errors import UserError
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import components.methods as m
+from components.methods import (adalora, dora, full, hybrid, ia3, icl, lokr, loha, lora, prefix,  # noqa: F401
+                                prompt, ptuning, ptuning_v2, rslora, selective)
+from components.methods import NAMES
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Paths(Section):
+    """Where each stage writes; dvc.yaml reads these through `${paths.*}`."""
+
+    raw: str = "data/qa.jsonl"
+    base_model: str = "models/base"
+    validated: str = "artifacts/validated"
+    prepared: str = "artifacts/prepared"
+    train: str = "artifacts/train"
+    eval_base: str = "artifacts/eval_base"
+    eval: str = "artifacts/eval"
+    gate: str = "artifacts/gate"
+    merged: str = "models/merged"
+    bundle: str = "bundle"
+
+
+class ModelConfig(Section):
+    source: str = Field("embedded", description="'embedded', a local directory, or a hub model id")
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = Field(False, description="load pickle (.bin) weights; pickle can run code on load")
+
+
+DOLLY_PATTERN = r"^### Human: (?P<question>.*?) ### Assistant: (?P<answer>.*)$"
+
+
+class DataConfig(Section):
+    path: str = "data/qa.jsonl"
+    test_path: str | None = Field(None, description="optional held-out file; otherwise prepare splits")
+    format: Literal["auto", "qa", "alpaca", "sharegpt", "chatglm", "squad", "text"] = "auto"
+    question_field: str | None = Field(None, description="question column (qa: 'question', chatglm: 'prompt')")
+    answer_field: str | None = Field(None, description="answer column (qa: 'answer', chatglm: 'response')")
+    history_field: str = "history"
+    text_field: str = "text"
+    text_pattern: str = Field(DOLLY_PATTERN, description="text format: regex with question and answer groups")
+    context_template: str = Field("{context}\n\n{question}", description="squad: how context and question become one prompt")
+
+
+class ValidateConfig(Section):
+    min_question_chars: int = 3
+    max_question_chars: int = 2000
+    min_answer_chars: int = 1
+    max_answer_chars: int = 4000
+    max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
+    min_rows: int = 10
+
+
+class PrepareConfig(Section):
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    max_length: int = Field(128, ge=8)
+    system_prompt: str | None = "Answer the question in one short sentence."
+
+
+class TrainConfig(Section):
+    method: str = Field("lora", description="one of components.methods.NAMES")
+    steps: int = Field(60, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_grad_norm: float = 1.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    checkpoint_every: int = Field(20, ge=1)
+    spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
+    spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")
+    log_every: int = Field(5, ge=1)
+    group_by_length: bool = Field(True, description="batches of similar lengths (little padding); false: random batches")
+    packing: bool = Field(False, description="a step's examples end to end in rows of prepare.max_length, attention "
+                                             "kept within each example (no padding computed)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    compile: bool = Field(False, description="torch.compile each decoder layer (compiles on the first steps)")
+    processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (accelerate, gloo on CPU); "
+                                               "inside `accelerate launch` the launcher decides")
+    # each method's own block (components/methods/<name>.py); `lr: null` there means train.lr
+    full: m.full.Config = m.full.Config()
+    lora: m.lora.Config = m.lora.Config()
+    dora: m.dora.Config = m.dora.Config()
+    rslora: m.rslora.Config = m.rslora.Config()
+    adalora: m.adalora.Config = m.adalora.Config()
+    ia3: m.ia3.Config = m.ia3.Config()
+    loha: m.loha.Config = m.loha.Config()
+    lokr: m.lokr.Config = m.lokr.Config()
+    prefix: m.prefix.Config = m.prefix.Config()
+    ptuning_v2: m.ptuning_v2.Config = m.ptuning_v2.Config()
+    ptuning: m.ptuning.Config = m.ptuning.Config()
+    prompt: m.prompt.Config = m.prompt.Config()
+    selective: m.selective.Config = m.selective.Config()
+    hybrid: m.hybrid.Config = m.hybrid.Config()
+    icl: m.icl.Config = m.icl.Config()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in NAMES:
+            raise ValueError(f"unknown method {v!r}; choose from {', '.join(NAMES)}")
+        return v
+
+    def method_config(self):
+        """The chosen method's block."""
+        return getattr(self, self.method)
+
+    def method_lr(self) -> float:
+        return self.method_config().lr or self.lr
+
+
+class EvaluateConfig(Section):
+    max_samples: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    language: Literal["en", "zh"] = "en"
+
+
+GATE_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu")
+
+
+class GatesConfig(Section):
+    min_scores: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 60.0},
+                                         description="floors (x100) on the fine-tuned model's metrics")
+    min_gain: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 10.0},
+                                       description="minimum points gained over the base model")
+    require_significant_gain: bool = True  # the gain's paired bootstrap 95% interval must lie above 0
+    bootstrap_samples: int = Field(1000, ge=100)
+    promoted: str | None = Field(None, description="bundle of the currently promoted model, for the no-regression gate")
+    max_regression: float = Field(1.0, ge=0, description="ROUGE-L points allowed below the promoted model")
+    max_empty_rate: float = Field(0.05, ge=0, le=1)
+    max_repeated_ngram_rate: float = Field(0.2, ge=0, le=1)
+    min_length_ratio: float = Field(0.5, ge=0)
+    max_length_ratio: float = Field(2.0, gt=0)
+
+    @field_validator("min_scores", "min_gain")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(GATE_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(GATE_METRICS)}")
+        return v
+
+
+class MergeConfig(Section):
+    rtol: float = Field(1e-5, description="allowed max |logit diff| relative to max |logit|")
+    atol: float = 1e-5
+    check_samples: int = 4
+
+
+class ExportConfig(Section):
+    opset: int = 18
+    parity_samples: int = 4
+    max_new_tokens: int = 32
+    quantize: list[Literal["int8", "int4"]] = Field(default_factory=lambda: ["int8"],
+                                            description="quantized variants to try; each ships only if it passes its gate")
+    quant_eval_samples: int = Field(32, ge=1, description="test questions on which a variant's ROUGE-L is compared")
+    max_quant_rouge_l_drop: float = Field(1.0, ge=0, description="ROUGE-L points a variant may lose against fp32")
+
+
+class RegistryConfig(Section):
+    """Model registry (GTO tags in this Git repo) and where promoted bundles are materialised."""
+
+    name: str = Field("qa-model", pattern=r"^[a-z0-9][a-z0-9-]*$", description="the model's name in the registry")
+    deploy_dir: str = Field(".peftpipe/deployments", description="materialised bundles, one folder per version")
+    push: bool = Field(False, description="push tags (git) and the bundle (dvc push) to the remotes on register/promote")
+
+
+class Params(Section):
+    seed: int = 42
+    allow_outside_project: bool = Field(False, description="let data and output paths leave the project folder")
+    paths: Paths = Paths()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gates: GatesConfig = GatesConfig()
+    merge: MergeConfig = MergeConfig()
+    export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ConfigError(UserError, ValueError):
+    """A params file or override that does not fit the schema."""
+
+
+def check_confined(p: Params, root: str | Path = ".") -> None:
+    """Data and output paths must resolve (symlinks followed) inside the project unless allowed."""
+    if p.allow_outside_project:
+        return
+    root = Path(root).resolve()
+    named = {f"paths.{k}": v for k, v in p.paths.model_dump().items()}
+    named.update({"data.path": p.data.path, "data.test_path": p.data.test_path})
+    for key, value in named.items():
+        if value is None:
+            continue
+        resolved = (root / value).resolve()
+        if not resolved.is_relative_to(root):
+            raise ConfigError(f"{key} {value!r} resolves to {resolved}, outside the project ({root}); "
+                              "set allow_outside_project=true to allow it")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key part")
+    return parts, yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict (a copy). Schema checks happen in `validate_params`."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{source}: {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def read_params_file(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    raw = apply_overrides(read_params_file(path), overrides or [])
+    return validate_params(raw, str(path))
+
+
+def write_overrides(path: str | Path, overrides: list[str]) -> None:
+    """Persist overrides into params.yaml (comments kept), as `dvc exp run -S` does."""
+    from ruamel.yaml import YAML
+
+    from components.core.atomic import atomic_write_text
+
+    path = Path(path)
+    validate_params(apply_overrides(read_params_file(path), overrides), str(path))
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = doc
+        for p in parts[:-1]:
+            if p not in node:
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    import io
+
+    buf = io.StringIO()
+    ry.dump(doc, buf)
+    atomic_write_text(path, buf.getvalue())
+
+
+def params_dict(p: Params) -> dict:
+    return p.model_dump(by_alias=True, mode="json")

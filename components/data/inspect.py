@@ -1,0 +1,95 @@
+"""`peftpipe data inspect`: what a data file holds, before any training is spent on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.data.prepare import encode_example
+from components.data.validate import normalise_question, validate_file
+from components.core.atomic import atomic_write_json
+from components.core.config import Params
+
+
+def histogram(values: list[int], bins: int = 8) -> list[dict]:
+    if not values:
+        return []
+    counts, edges = np.histogram(values, bins=bins)
+    return [{"from": int(edges[i]), "to": int(edges[i + 1]), "rows": int(c)} for i, c in enumerate(counts)]
+
+
+def inspect_data(path: str | Path, params: Params, tokenizer, out_dir: str | Path) -> dict:
+    """Detected format, row accounting, length histograms in the model's tokens, truncation rate at
+    prepare.max_length, duplicates, leakage against data.test_path, samples; Data Docs HTML in out_dir."""
+    path, out_dir = Path(path), Path(out_dir)
+    cfg = params.data.model_copy(update={"path": str(path)})
+    test_keys: set[str] = set()
+    report: dict = {"file": str(path)}
+    if cfg.test_path:
+        test_kept, test_q, test_in, _ = validate_file(Path(cfg.test_path), cfg, params.validate_)
+        test_keys = {normalise_question(r["question"]) for r in test_kept}
+        report["test_file"] = {"path": cfg.test_path, "rows_in": test_in, "rows_kept": len(test_kept),
+                               "rows_quarantined": len(test_q)}
+    kept, quarantined, n_in, fmt = validate_file(path, cfg, params.validate_, test_keys, docs_dir=out_dir / "data_docs")
+    by_rule: dict[str, int] = {}
+    for q in quarantined:
+        by_rule[q["rule"]] = by_rule.get(q["rule"], 0) + 1
+    lengths = [encode_example(tokenizer, r, params.prepare)["full_length"] for r in kept]
+    max_len = params.prepare.max_length
+    report.update({
+        "format": fmt, "rows_in": n_in, "rows_kept": len(kept), "rows_quarantined": len(quarantined),
+        "quarantined_by_rule": by_rule, "duplicates": by_rule.get("duplicates", 0), "leakage": by_rule.get("leakage", 0),
+        "multi_turn_rows": sum(1 for r in kept if r.get("messages")),
+        "tokens": {"mean": round(float(np.mean(lengths)), 1) if lengths else 0,
+                   "p50": int(np.percentile(lengths, 50)) if lengths else 0,
+                   "p95": int(np.percentile(lengths, 95)) if lengths else 0, "max": max(lengths, default=0),
+                   "histogram": histogram(lengths)},
+        "max_length": max_len,
+        "truncation_rate": round(sum(n > max_len for n in lengths) / len(lengths), 4) if lengths else 0.0,
+        "question_chars": {"mean": round(float(np.mean([len(r["question"]) for r in kept])), 1) if kept else 0,
+                           "histogram": histogram([len(r["question"]) for r in kept])},
+        "answer_chars": {"mean": round(float(np.mean([len(r["answer"]) for r in kept])), 1) if kept else 0,
+                         "histogram": histogram([len(r["answer"]) for r in kept])},
+        "samples": [{"question": r["question"][:300], "answer": r["answer"][:300]} for r in kept[:3]],
+        "first_quarantined": quarantined[:5],
+        "data_docs": str(out_dir / "data_docs" / "index.html"),
+    })
+    atomic_write_json(out_dir / "inspect.json", report)
+    return report
+
+
+def print_inspection(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"{report['file']} ({report['format']})")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    rows = [("rows in", report["rows_in"]), ("rows kept", report["rows_kept"]),
+            ("rows quarantined", report["rows_quarantined"]), ("duplicates", report["duplicates"]),
+            ("leakage vs test file", report["leakage"]), ("multi-turn rows", report["multi_turn_rows"]),
+            ("tokens mean / p50 / p95 / max",
+             f"{report['tokens']['mean']} / {report['tokens']['p50']} / {report['tokens']['p95']} / {report['tokens']['max']}"),
+            (f"truncated at {report['max_length']} tokens", f"{report['truncation_rate']:.1%}")]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    for rule, n in sorted(report["quarantined_by_rule"].items()):
+        t.add_row(f"  quarantined: {rule}", str(n))
+    console.print(t)
+    h = Table(title="length in tokens (prompt + answer, chat template)")
+    h.add_column("tokens")
+    h.add_column("rows", justify="right")
+    h.add_column("")
+    top = max((b["rows"] for b in report["tokens"]["histogram"]), default=1) or 1
+    for b in report["tokens"]["histogram"]:
+        h.add_row(f"{b['from']}-{b['to']}", str(b["rows"]), "#" * round(30 * b["rows"] / top))
+    console.print(h)
+    s = Table(title="samples")
+    s.add_column("question")
+    s.add_column("answer")
+    for x in report["samples"]:
+        s.add_row(x["question"][:120], x["answer"][:120])
+    console.print(s)
+    console.print(f"Data Docs: {report['data_docs']}")

@@ -1,0 +1,118 @@
+"""Prepare stage: deterministic split, chat template, tokenisation with loss on answers only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from components.data.chat import IGNORE_INDEX, encode_conversation, render, with_system
+from components.data.validate import normalise_question
+from components.core.atomic import atomic_dir, atomic_write_json
+from components.core.config import PrepareConfig
+
+__all__ = ["IGNORE_INDEX", "run_prepare", "load_prepared", "encode_example", "split_rows"]
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def in_test_split(question: str, seed: int, fraction: float) -> bool:
+    """Hash-based split: stable per question, so editing one row moves no other row."""
+    digest = hashlib.sha256(f"{seed}:{normalise_question(question)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_rows(rows: list[dict], seed: int, fraction: float) -> tuple[list[dict], list[dict]]:
+    train, test = [], []
+    for r in rows:
+        (test if in_test_split(r["question"], seed, fraction) else train).append(r)
+    return train, test
+
+
+def conversation(row: dict) -> list[dict]:
+    """The row as chat turns: its own conversation, or one user question and its answer."""
+    return row.get("messages") or [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
+
+
+def encode_example(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
+    """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length."""
+    ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt))
+    full_len = len(ids)
+    ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
+    return {"input_ids": ids, "labels": labels, "length": len(ids), "full_length": full_len,
+            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX), "messages": _plain(conversation(row))}
+
+
+def _plain(messages: list[dict]) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def test_record(tokenizer, row: dict, i: int, cfg: PrepareConfig) -> dict:
+    """An evaluation sample: the conversation up to its last user turn as the prompt; every reference kept."""
+    messages = _plain(conversation(row)[:-1])
+    prompt = render(tokenizer, with_system(messages, cfg.system_prompt), add_generation_prompt=True)
+    return {"id": row.get("id", str(i)), "question": row["question"], "answer": row["answer"],
+            "answers": row.get("answers") or [row["answer"]], "prompt": prompt, "messages": messages,
+            "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
+
+
+def _length_stats(lengths: list[int]) -> dict:
+    a = np.asarray(lengths or [0])
+    return {"mean": round(float(a.mean()), 2), "p50": int(np.percentile(a, 50)), "p95": int(np.percentile(a, 95)),
+            "max": int(a.max())}
+
+
+def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, seed: int,
+                out_dir: str | Path) -> dict:
+    """Split, render and tokenise; save a DatasetDict (train, test) and stats.json."""
+    from datasets import DatasetDict
+    from transformers import AutoTokenizer
+
+    validated_dir = Path(validated_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    rows = read_jsonl(validated_dir / "train.jsonl")
+    if (validated_dir / "test.jsonl").exists():
+        train, test = rows, read_jsonl(validated_dir / "test.jsonl")
+    else:
+        train, test = split_rows(rows, seed, cfg.test_fraction)
+    if not train or not test:
+        raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
+
+    enc = [encode_example(tokenizer, r, cfg) for r in train]
+    dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
+    train_records = [{"id": r.get("id", str(i)), **e} for i, (r, e) in enumerate(zip(train, enc)) if e["answer_tokens"] > 0]
+    test_records = [test_record(tokenizer, r, i, cfg) for i, r in enumerate(test)]
+    stats = {
+        "train_rows": len(train_records), "test_rows": len(test_records),
+        "dropped_no_answer_tokens": dropped,
+        "truncated": sum(1 for e in enc if e["full_length"] > cfg.max_length),
+        "truncation_rate": round(sum(1 for e in enc if e["full_length"] > cfg.max_length) / max(len(enc), 1), 4),
+        "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
+        "train_length": _length_stats([e["full_length"] for e in enc]),
+        "max_length": cfg.max_length,
+    }
+    ds = DatasetDict({"train": _dataset(train_records), "test": _dataset(test_records)})
+    with atomic_dir(out_dir) as tmp:
+        ds.save_to_disk(str(tmp / "dataset"))
+        atomic_write_json(tmp / "stats.json", stats)
+    return stats
+
+
+def _dataset(records: list[dict]):
+    """A Dataset whose fingerprint comes from its content, so equal data gives byte-equal files (DVC caching)."""
+    from datasets import Dataset
+
+    ds = Dataset.from_list(records)
+    ds._fingerprint = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
+    return ds
+
+
+def load_prepared(prepared_dir: str | Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(Path(prepared_dir) / "dataset"))

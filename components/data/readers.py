@@ -1,0 +1,417 @@
+"""Readers for the QA formats the field uses, into one row shape.
+
+Every reader yields (row number, row) where a row has `question` and `answer` (the last user turn and
+the reply the model must learn and is scored on), optionally `answers` (all references), `messages`
+(a whole conversation, for multi-turn training) and `id`. Unparseable input is quarantined by the
+caller's Quarantine with file, row, rule and reason; whole-file problems raise DataError.
+
+Formats: qa (JSONL, CSV or Parquet with named columns), alpaca (instruction/input/output, optional
+system and history), sharegpt (conversations from/value, or OpenAI messages role/content), chatglm
+(prompt/response/history columns, as ChatGLM's P-Tuning v2 scripts), squad (SQuAD v1 JSON), text (one
+text field split by a regex with `question` and `answer` groups, e.g. Dolly's "### Human: ... ###
+Assistant: ..." lines).
+"""
+
+from __future__ import annotations
+
+from components.core.errors import UserError
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from components.core.config import DataConfig
+
+ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
+                "model": "assistant", "system": "system", "chatgpt": "assistant"}
+FORMAT_COLUMNS = {"qa": ("question", "answer"), "chatglm": ("prompt", "response")}
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonlines")
+SURROGATE_REASON = "contains a lone surrogate (a broken \\uXXXX escape)"
+
+
+class DataError(UserError, ValueError):
+    """A hard data failure: the pipeline stops. The message names file, row and rule."""
+
+
+class RowError(ValueError):
+    """One row cannot be used: (rule, reason)."""
+
+    def __init__(self, rule: str, reason: str):
+        super().__init__(reason)
+        self.rule, self.reason = rule, reason
+
+
+def columns(cfg: DataConfig, fmt: str) -> tuple[str, str]:
+    """The question and answer column names: configured, else the format's defaults."""
+    q, a = FORMAT_COLUMNS.get(fmt, ("question", "answer"))
+    return cfg.question_field or q, cfg.answer_field or a
+
+
+def file_bytes(path: Path) -> bytes:
+    """The file's bytes without a UTF-8 BOM; missing, empty and UTF-16/32 files are DataErrors."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found (rule: file_exists)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file (rule: regular_file)")
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        raise DataError(f"{path}: file is empty (rule: non_empty_file)")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+        raise DataError(f"{path}: row 1: rule encoding: the file looks like UTF-16 or UTF-32 (byte order mark or NUL "
+                        "bytes); save it as UTF-8")
+    return data
+
+
+def one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def json_error(path: Path, e: Exception, data: bytes) -> DataError:
+    """A whole JSON document that does not parse, as a DataError with where and rule."""
+    if isinstance(e, UnicodeDecodeError):
+        line = data[:e.start].count(b"\n") + 1
+        return DataError(f"{path}: line {line}: rule encoding: not valid UTF-8 at byte {e.start}; save the file as UTF-8")
+    if isinstance(e, json.JSONDecodeError):
+        return DataError(f"{path}: line {e.lineno} column {e.colno}: rule json: not valid JSON: {e.msg}")
+    return DataError(f"{path}: rule json: not valid JSON: {json_reason(e)}")
+
+
+def json_reason(e: Exception) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else one_line(e)
+
+
+def has_surrogate(value) -> bool:
+    """A lone surrogate (from a broken \\uXXXX escape) cannot be written as UTF-8, nor held by Arrow strings."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def csv_line(line: int) -> str:
+    return f"row {line - 1} (line {line})" if line > 1 else "line 1 (header)"
+
+
+def no_nan(df) -> list[dict]:
+    """DataFrame rows as dicts, with missing values (NaN) as None."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
+def raw_records(path: Path, quarantine) -> Iterator[tuple[int, dict]]:
+    """(row number, object) from JSONL, a JSON array, CSV or Parquet; broken JSON lines are quarantined."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        import io
+
+        import pandas as pd
+
+        data = file_bytes(path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            where = csv_line(data[:e.start].count(b"\n") + 1)
+            raise DataError(f"{path}: {where}: rule encoding: not valid UTF-8 at byte {e.start}; "
+                            "save the file as UTF-8") from None
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
+        except pd.errors.ParserError as e:
+            m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+            if m:
+                raise DataError(f"{path}: {csv_line(int(m[2]))}: rule csv: expected {m[1]} fields, saw {m[3]}") from None
+            raise DataError(f"{path}: rule csv: not a readable CSV file: {one_line(e)}") from None
+        yield from ((i, r) for i, r in enumerate(no_nan(df), start=1))
+        return
+    if suffix == ".parquet":
+        import pandas as pd
+
+        file_bytes(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{path}: rule parquet: not a readable Parquet file: {one_line(e)}") from None
+        yield from ((i, r) for i, r in enumerate(no_nan(df), start=1))
+        return
+    data = file_bytes(path)
+    if data.lstrip()[:1] == b"[":  # a JSON array of rows
+        try:
+            rows = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # also UnicodeDecodeError
+            raise json_error(path, e, data) from None
+        for i, obj in enumerate(rows, start=1):
+            if isinstance(obj, dict):
+                yield i, obj
+            else:
+                quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", obj)
+        return
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines are not rows
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            quarantine.add(str(path), i, "encoding", f"not valid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            quarantine.add(str(path), i, "json", f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}", line)
+            continue
+        except (ValueError, RecursionError) as e:  # nested too deeply, an integer too long to convert
+            quarantine.add(str(path), i, "json", f"not valid JSON: {json_reason(e)}", line)
+            continue
+        if not isinstance(obj, dict):
+            quarantine.add(str(path), i, "json", f"expected an object, got {type(obj).__name__}", line)
+            continue
+        yield i, obj
+
+
+def detect_keys(keys: set[str]) -> str | None:
+    if "conversations" in keys or "messages" in keys:
+        return "sharegpt"
+    if {"instruction", "output"} <= keys:
+        return "alpaca"
+    if {"prompt", "response"} <= keys:
+        return "chatglm"
+    if {"question", "answer"} <= keys:
+        return "qa"
+    if keys == {"text"} or (keys and keys <= {"text", "id", "category", "source"}):
+        return "text"
+    return None
+
+
+def detect_format(path: Path) -> str:
+    """The format of a data file, from its extension and its first rows (the most common row format).
+
+    A file without one JSON object among them is a DataError that says why: the document does not parse,
+    the rows are not objects, or the file is not JSON at all.
+    """
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
+        return "qa"
+    data = file_bytes(path)
+    head = data[:200_000].lstrip()
+    doc, doc_error = None, None
+    if head[:1] in (b"{", b"["):
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # JSON lines, or a broken document
+            doc_error = e
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        return "squad"
+    sample: list[tuple[int, object]] = []  # (row, value)
+    line_error = None
+    if isinstance(doc, (dict, list)):
+        sample = list(enumerate(doc[:20] if isinstance(doc, list) else [doc], start=1))
+    else:
+        for i, line in enumerate(head.split(b"\n")[:20], start=1):
+            try:
+                sample.append((i, json.loads(line)))
+            except (ValueError, RecursionError) as e:
+                if line.strip() and line_error is None:
+                    line_error = (i, e)
+    objects = [set(obj) for _, obj in sample if isinstance(obj, dict)]
+    keys = set().union(*objects)
+    found = Counter(f for f in map(detect_keys, objects) if f).most_common(1)
+    found = found[0][0] if found else detect_keys(keys)
+    if found:
+        return found
+    if objects:
+        raise DataError(f"{path}: row 1: rule format: cannot tell the format from keys {sorted(keys)}; set data.format")
+    if doc_error is not None and getattr(doc_error, "msg", "") != "Extra data":
+        raise json_error(path, doc_error, data)
+    if sample:
+        row, value = sample[0]
+        raise DataError(f"{path}: row {row}: rule json: expected an object, got {type(value).__name__}")
+    if line_error and path.suffix.lower() not in JSON_SUFFIXES:
+        raise DataError(f"{path}: row 1: rule file_type: unknown extension {path.suffix!r} and not JSON lines; "
+                        "use .jsonl, .json, .csv, .tsv or .parquet")
+    if line_error:
+        row, e = line_error
+        raise DataError(f"{path}: row {row}: rule json: not valid JSON: {getattr(e, 'msg', None) or json_reason(e)}")
+    raise DataError(f"{path}: file has no rows (rule: non_empty_file)")
+
+
+def resolve_format(path: Path, cfg: DataConfig) -> str:
+    """data.format, checked against what the file looks like (auto: what it looks like)."""
+    if cfg.format == "auto":
+        return detect_format(path)
+    try:
+        detected = detect_format(path)
+    except DataError as e:
+        if "cannot tell the format" not in str(e):
+            raise
+        return cfg.format  # nothing to contradict the declared format; its reader reports what is missing
+    compatible = {cfg.format, "qa"} if cfg.format in ("chatglm", "text") else {cfg.format}
+    if cfg.format == "qa" and (cfg.question_field or cfg.answer_field):
+        return "qa"  # named columns: any JSON rows will do
+    if detected not in compatible:
+        raise DataError(f"{path}: rule format: data.format is {cfg.format!r} but the file looks like {detected!r}; "
+                        f"fix data.format (or set it to auto)")
+    return cfg.format
+
+
+def _text(obj: dict, key: str, rule: str = "required_fields") -> str:
+    value = obj.get(key)
+    if value is None:
+        raise RowError(rule, f"missing or null field: {key}")
+    if not isinstance(value, str):
+        raise RowError("string_fields", f"field not a string: {key}")
+    return value
+
+
+def _conversation(turns: list, fields: tuple[str, str]) -> list[dict]:
+    role_key, text_key = fields
+    out = []
+    for n, t in enumerate(turns):
+        if not isinstance(t, dict) or not isinstance(t.get(text_key), str):
+            raise RowError("messages", f"turn {n + 1}: needs {role_key!r} and a string {text_key!r}")
+        role = ROLE_ALIASES.get(str(t.get(role_key, "")).lower())
+        if role is None:
+            raise RowError("messages", f"turn {n + 1}: unknown role {t.get(role_key)!r}")
+        out.append({"role": role, "content": t[text_key]})
+    return out
+
+
+def conversation_row(messages: list[dict]) -> dict:
+    """question/answer from a conversation: the last user turn and the final assistant reply."""
+    body = [m for m in messages if m["role"] != "system"]
+    if any(m["role"] == "system" for m in messages[1:]):
+        raise RowError("messages", "a system turn may only come first")
+    if len(body) < 2 or body[-1]["role"] != "assistant":
+        raise RowError("messages", "the conversation must end with an assistant reply after a user turn")
+    for i, m in enumerate(body):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != want:
+            raise RowError("messages", f"turn {i + 1}: expected a {want} turn, got {m['role']}")
+    return {"question": body[-2]["content"], "answer": body[-1]["content"], "messages": messages}
+
+
+def history_messages(history, where: str) -> list[dict]:
+    """[[q, a], ...] (ChatGLM and Alpaca history) into user/assistant turns."""
+    if history in (None, ""):
+        return []
+    if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
+        raise RowError("history", f"{where} must be a list of [question, answer] pairs")
+    out = []
+    for q, a in history:
+        if not isinstance(q, str) or not isinstance(a, str):
+            raise RowError("history", f"{where} holds a non-string turn")
+        out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return out
+
+
+def to_row(obj: dict, fmt: str, cfg: DataConfig) -> dict:
+    """One raw record in `fmt` as a row; raises RowError for a record that cannot be used."""
+    if fmt == "qa" or (fmt == "chatglm" and cfg.history_field not in obj):
+        q, a = columns(cfg, fmt)
+        return {"question": _text(obj, q), "answer": _text(obj, a)}
+    if fmt == "chatglm":
+        q, a = columns(cfg, fmt)
+        messages = history_messages(obj.get(cfg.history_field), cfg.history_field)
+        messages += [{"role": "user", "content": _text(obj, q)}, {"role": "assistant", "content": _text(obj, a)}]
+        return conversation_row(messages)
+    if fmt == "alpaca":
+        instruction, extra = _text(obj, "instruction"), obj.get("input") or ""
+        if not isinstance(extra, str):
+            raise RowError("string_fields", "field not a string: input")
+        question = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        messages = [{"role": "system", "content": obj["system"]}] if isinstance(obj.get("system"), str) and obj["system"] else []
+        messages += history_messages(obj.get("history"), "history")
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": _text(obj, "output")}]
+        return conversation_row(messages) if len(messages) > 2 else {"question": question, "answer": messages[-1]["content"]}
+    if fmt == "sharegpt":
+        if isinstance(obj.get("messages"), list):
+            messages = _conversation(obj["messages"], ("role", "content"))
+        elif isinstance(obj.get("conversations"), list):
+            messages = _conversation(obj["conversations"], ("from", "value"))
+        else:
+            raise RowError("required_fields", "missing 'conversations' or 'messages' list")
+        if isinstance(obj.get("system"), str) and obj["system"] and messages[:1] and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": obj["system"]}] + messages
+        return conversation_row(messages)
+    if fmt == "text":
+        text = _text(obj, cfg.text_field)
+        m = re.match(cfg.text_pattern, text, flags=re.DOTALL)
+        if not m:
+            raise RowError("text_pattern", "text does not match data.text_pattern")
+        return {"question": m.group("question"), "answer": m.group("answer")}
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def squad_rows(path: Path, cfg: DataConfig, quarantine) -> Iterator[tuple[int, dict]]:
+    """SQuAD v1 JSON (data > paragraphs > qas): one row per question, numbered from 1 in file order.
+
+    The question is `data.context_template` filled with the context and the question; the first answer
+    is the reference and all answers are kept under `answers`.
+    """
+    data = file_bytes(path)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise json_error(path, e, data) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError(f"{path}: row 1: rule squad_structure: expected an object with a 'data' list")
+    row = 0
+
+    def listed(obj, key: str, where: str) -> list:
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: row {row + 1}: rule squad_structure: {where} must be an object")
+        if not isinstance(obj.get(key, []), list):
+            raise DataError(f"{path}: row {row + 1}: rule squad_structure: {where}.{key} must be a list")
+        return obj.get(key, [])
+
+    for a, article in enumerate(doc["data"]):
+        for p, para in enumerate(listed(article, "paragraphs", f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            qas = listed(para, "qas", where)
+            context = para.get("context")
+            for qa in qas:
+                row += 1
+                answers = qa.get("answers") if isinstance(qa, dict) else None
+                answers = [x.get("text") for x in answers if isinstance(x, dict)] if isinstance(answers, list) else []
+                answers = list(dict.fromkeys(x.strip() for x in answers if isinstance(x, str) and x.strip()))
+                if not isinstance(context, str) or not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not answers:
+                    quarantine.add(str(path), row, "required_fields", f"{where}: needs a context, a question and an answer",
+                                   qa if isinstance(qa, dict) else None)
+                    continue
+                if has_surrogate([context, qa]):
+                    quarantine.add(str(path), row, "encoding", f"{where}: {SURROGATE_REASON}", qa)
+                    continue
+                yield row, {"id": str(qa.get("id", row)), "answers": answers, "answer": answers[0],
+                            "question": cfg.context_template.format(context=context.strip(), question=qa["question"].strip())}
+
+
+def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[int, dict]], int]:
+    """(format, [(row number, row)], rows in) for a data file; bad rows go to `quarantine`."""
+    fmt = resolve_format(path, cfg)
+    before = len(quarantine.entries)
+    if fmt == "squad":
+        rows = list(squad_rows(path, cfg, quarantine))
+        return fmt, rows, len(rows) + len(quarantine.entries) - before
+    rows, keys = [], set()
+    for i, obj in raw_records(path, quarantine):
+        keys |= set(obj)
+        try:
+            if has_surrogate(obj):
+                raise RowError("encoding", SURROGATE_REASON)
+            row = to_row(obj, fmt, cfg)
+        except RowError as e:
+            other = detect_keys(set(obj)) if e.rule == "required_fields" else None
+            if other and other != fmt:  # e.g. an alpaca row in a qa file
+                e = RowError("mixed_format", f"row looks like {other}, the file is {fmt}")
+            quarantine.add(str(path), i, e.rule, e.reason, obj)
+            continue
+        if "id" in obj and obj["id"] not in (None, ""):
+            row["id"] = str(obj["id"])
+        row["_raw"] = obj
+        rows.append((i, row))
+    n_in = len(rows) + len(quarantine.entries) - before
+    if n_in and not rows and fmt in ("qa", "chatglm"):
+        q, a = columns(cfg, fmt)
+        if not {q, a} & keys:
+            raise DataError(f"{path}: row 1: rule required_fields: no row has the fields {q!r} and {a!r} "
+                            f"(found: {', '.join(sorted(keys)) or 'none'}); set data.question_field/answer_field")
+    return fmt, rows, n_in

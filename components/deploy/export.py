@@ -1,0 +1,220 @@
+"""Export stage: ONNX with a KV cache, parity-checked against PyTorch, packed into a bundle."""
+
+from __future__ import annotations
+
+from components.core.errors import UserError
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from components.evaluation.evaluate import test_samples
+from components.evaluation.gates import PROMOTED_PREDICTIONS
+from components.model.generation import greedy_generate
+from components.serving.onnx_runtime import MODEL_FILE, OnnxCausalLM
+from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text, file_md5
+from components.core.config import Params, params_dict
+from components.core.runtime import set_seed, set_threads
+
+CHECKSUMS = "checksums.sha256"
+CARD_PARAMS = ("seed", "model", "data", "prepare", "train", "evaluate", "export")  # the export stage's params in dvc.yaml
+
+
+class ExportCheckFailed(UserError, RuntimeError):
+    pass
+
+
+def _kv_wrapper(model):
+    import torch
+    from transformers import DynamicCache
+
+    class KVCacheLM(torch.nn.Module):
+        """Flat past key/value tensors in, logits and flat present tensors out."""
+
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, position_ids, past):
+            cache = DynamicCache(config=self.lm.config)
+            for i in range(len(past) // 2):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True)
+            present = []
+            for layer in out.past_key_values.layers:
+                present += [layer.keys, layer.values]
+            return (out.logits, *present)
+
+    return KVCacheLM(model)
+
+
+def kv_shape(config) -> tuple[int, int, int]:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def export_onnx(model, out_dir: Path, opset: int) -> None:
+    """torch.onnx.export (dynamo) of the KV-cache wrapper with dynamic batch, sequence and past lengths."""
+    import logging
+
+    import torch
+    import torch.onnx  # noqa: F401  (configures its loggers; quiet the optional-torchvision notes after)
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    model.eval()
+    model.config.use_cache = True
+    layers, kv_heads, head_dim = kv_shape(model.config)
+    batch, seq, past_len = 1, 3, 4
+    past = tuple(torch.zeros(batch, kv_heads, past_len, head_dim) for _ in range(2 * layers))
+    args = (torch.ones(batch, seq, dtype=torch.long), torch.ones(batch, past_len + seq, dtype=torch.long),
+            torch.arange(past_len, past_len + seq).unsqueeze(0), past)
+    B, S, P, T = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
+    dyn = ({0: B, 1: S}, {0: B, 1: T}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past))
+    names_in = ["input_ids", "attention_mask", "position_ids"] + [f"past.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
+    names_out = ["logits"] + [f"present.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
+    with torch.inference_mode():
+        torch.onnx.export(_kv_wrapper(model).eval(), args, str(out_dir / MODEL_FILE), dynamo=True, opset_version=opset,
+                          input_names=names_in, output_names=names_out, dynamic_shapes=dyn, external_data=True,
+                          optimize=True, verbose=False)
+    atomic_write_json(out_dir / "onnx_io.json", {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
+                                                 "inputs": names_in, "outputs": names_out, "opset": opset})
+
+
+def write_checksums(folder: Path) -> None:
+    lines = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
+        lines.append(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(folder).as_posix()}")
+    atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Raise if any bundle file is missing or differs from checksums.sha256."""
+    folder = Path(folder)
+    manifest = folder / CHECKSUMS
+    if not manifest.exists():
+        raise ExportCheckFailed(f"{folder}: no {CHECKSUMS}; not a peftpipe bundle")
+    for line in manifest.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        f = folder / name
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            raise ExportCheckFailed(f"{folder}: {name} is missing or corrupt (checksum mismatch)")
+
+
+def model_card(params: Params, metrics: dict, parity: dict) -> str:
+    rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
+                     for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu"))
+    gates = "\n".join(f"- {g['line']}" for g in metrics["gates"]["gates"])
+    variant_lines = "\n".join(
+        f"- {v} variant (`{r['file']}`): ROUGE-L {r['rouge-l']:.2f} vs fp32 {r['rouge-l_fp32']:.2f} on {r['samples']} "
+        f"questions (allowed drop {r['max_drop']}), {r['tokens_per_s']} tokens/s: {'shipped' if r['passed'] else 'not shipped'}"
+        for v, r in parity.get("variants", {}).items())
+    return f"""# peftpipe model bundle
+
+- Base model: `{params.model.source}`
+- Method: `{params.train.method}`
+- Data: `{params.data.path}` (md5 `{file_md5(params.data.path)}`)
+- Seed: {params.seed}
+
+## Metrics on the test split ({metrics['tuned'].get('samples')} samples)
+
+| metric | base | fine-tuned |
+|---|---|---|
+{rows}
+
+## Gates
+
+{gates}
+
+## ONNX parity with PyTorch
+
+- greedy tokens identical on {parity['prompts']} prompts: {parity['greedy_tokens_equal']}
+- ONNX Runtime decode: {parity['onnx_tokens_per_s']} tokens/s (PyTorch: {parity['torch_tokens_per_s']})
+{variant_lines}
+
+Files are listed with their SHA-256 in `{CHECKSUMS}`; `peftpipe generate` verifies them before loading.
+"""
+
+
+def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, shots, threads: int) -> dict:
+    """Each variant in export.quantize, written beside model.onnx and kept only if its ROUGE-L gate passes."""
+    if not params.export.quantize:
+        return {}
+    from components.evaluation.evaluate import prompts_for
+    from components.deploy.quantize import answers, check_variant
+
+    samples = test_samples(prepared_dir, params.export.quant_eval_samples)
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    refs = [s.get("answers") or [s["answer"]] for s in samples]
+    fp32 = answers(OnnxCausalLM(folder, threads), prompts, params.evaluate.max_new_tokens, tokenizer.eos_token_id)
+    out = {}
+    for v in params.export.quantize:
+        out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,
+                               params.export.max_quant_rouge_l_drop, params.evaluate.language, threads, fp32)
+        verdict = "shipped" if out[v]["passed"] else "NOT shipped"
+        print(f"{v}: ROUGE-L {out[v]['rouge-l']:.2f} vs fp32 {out[v]['rouge-l_fp32']:.2f} "
+              f"(limit -{out[v]['max_drop']}), {out[v]['tokens_per_s']} vs {out[v]['tokens_per_s_fp32']} tokens/s: {verdict}")
+    return out
+
+
+def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path, eval_base_dir: str | Path,
+               eval_dir: str | Path, gate_dir: str | Path, out_dir: str | Path) -> dict:
+    """Export the merged model to an ONNX bundle; fail unless ONNX greedy output equals PyTorch's."""
+    from components.model import kv_prefix
+    from components.model.base_model import load_base
+    from components.evaluation.evaluate import prompts_for
+    from components.methods.icl import FILE as ICL_FILE, read_shots
+
+    threads = set_threads(params.train.threads)
+    set_seed(params.seed)
+    merged_dir = Path(merged_dir)
+    model, tokenizer = load_base(merged_dir)
+    prefix, shots = kv_prefix.load(merged_dir), read_shots(merged_dir)
+    samples = test_samples(prepared_dir, params.export.parity_samples)
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
+    metrics = {"base": json.loads((Path(eval_base_dir) / "metrics.json").read_text()),
+               "tuned": json.loads((Path(eval_dir) / "metrics.json").read_text()),
+               "gates": json.loads((Path(gate_dir) / "gates.json").read_text())}
+    with atomic_dir(out_dir) as tmp:
+        for extra in (kv_prefix.FILE, ICL_FILE):  # the prompt method's prefix or the ICL examples ship too
+            if (merged_dir / extra).exists():
+                shutil.copy(merged_dir / extra, tmp / extra)
+        t0 = time.perf_counter()
+        export_onnx(model, tmp, params.export.opset)
+        export_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if prefix is None:
+            torch_tokens, _ = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
+        else:
+            torch_tokens = [kv_prefix.greedy(model, p, prefix, n_new, eos) for p in prompts]
+        torch_s = time.perf_counter() - t0
+        onnx = OnnxCausalLM(tmp, threads)
+        t0 = time.perf_counter()
+        onnx_tokens = [onnx.generate(p, n_new, eos) for p in prompts]
+        onnx_s = time.perf_counter() - t0
+        parity = {"prompts": len(prompts), "greedy_tokens_equal": onnx_tokens == torch_tokens,
+                  "mismatches": [i for i, (a, b) in enumerate(zip(onnx_tokens, torch_tokens)) if a != b],
+                  "onnx_tokens_per_s": round(sum(map(len, onnx_tokens)) / onnx_s, 2) if onnx_s else None,
+                  "torch_tokens_per_s": round(sum(map(len, torch_tokens)) / torch_s, 2) if torch_s else None,
+                  "export_s": round(export_s, 1), "kv_prefix_tokens": kv_prefix.prefix_length(prefix) if prefix else 0,
+                  "icl_shots": len(shots) if shots else 0}
+        if not parity["greedy_tokens_equal"]:
+            raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
+        parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "generation_config.json", {
+            "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            "system_prompt": params.prepare.system_prompt})
+        card = {"base_model": params.model.source, "method": params.train.method,
+                "data": {"path": params.data.path, "md5": file_md5(params.data.path)},
+                "params": {k: v for k, v in params_dict(params).items() if k in CARD_PARAMS}, "metrics": metrics, "parity": parity}
+        atomic_write_json(tmp / "model_card.json", card)
+        shutil.copy(Path(eval_dir) / "predictions.jsonl", tmp / PROMOTED_PREDICTIONS)  # for no-regression gates later
+        atomic_write_text(tmp / "README.md", model_card(params, metrics, parity))
+        write_checksums(tmp)
+    return parity

@@ -1,0 +1,120 @@
+"""Evaluate stage: greedy answers on the test split, scored with BLEU-4 and ROUGE-1/2/L."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.model.generation import greedy_generate
+from components.evaluation.metrics import corpus_bleu, score_samples
+from components.evaluation.quality import degeneration
+from components.data.prepare import load_prepared
+from components.core.atomic import atomic_write_json, atomic_write_text
+from components.core.config import Params
+from components.core.runtime import set_seed, set_threads
+
+
+def test_samples(prepared_dir: str | Path, max_samples: int) -> list[dict]:
+    """The first max_samples test rows (the split is already a deterministic hash order)."""
+    test = load_prepared(prepared_dir)["test"]
+    return test.select(range(min(max_samples, len(test)))).to_list()
+
+
+def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, system_prompt: str | None) -> list[list[int]]:
+    """Each sample's prompt ids; with in-context examples in front when shots are given."""
+    if shots is None:
+        return [s["prompt_ids"] for s in samples]
+    from components.methods.icl import prompt_ids
+
+    return [prompt_ids(tokenizer, s["messages"], shots, system_prompt) for s in samples]
+
+
+def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int) -> float:
+    """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked."""
+    import torch
+
+    from components.data.prepare import IGNORE_INDEX
+    from components.training.train import collate
+
+    rows = []
+    for s, p in zip(samples, prompts):
+        answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append({"input_ids": p + answer, "labels": [IGNORE_INDEX] * len(p) + answer})
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch_size):
+            batch = collate(rows[i : i + batch_size], tokenizer.pad_token_id)
+            labels = batch.pop("labels")
+            logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
+            total += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                                             ignore_index=IGNORE_INDEX, reduction="sum"))
+            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return round(total / count, 5)
+
+
+def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,
+                   progress: bool = True, shots: list[list[dict]] | None = None) -> dict:
+    """Generate, score and write predictions.jsonl and metrics.json to out_dir."""
+    from components.model import kv_prefix
+
+    cfg = params.evaluate
+    prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
+    loss = eval_loss(model, tokenizer, samples, prompts, cfg.batch_size)
+    prefix = None
+    if kv_prefix.is_prompt_learning(model):  # generate as deployed: the base model with the learned KV prefix
+        prefix, model = kv_prefix.compute_prefix(model), model.get_base_model()
+    ids, speed = greedy_generate(model, tokenizer, prompts, cfg.max_new_tokens,
+                                 cfg.batch_size, progress, desc=f"evaluate {label}", prefix=prefix)
+    preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
+    refs = [s["answer"] for s in samples]
+    all_refs = [s.get("answers") or [s["answer"]] for s in samples]
+    per = score_samples(preds, all_refs, cfg.language)
+    metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
+    metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
+    metrics.update(degeneration(preds, refs, cfg.language))
+    metrics["eval_loss"] = loss
+    metrics.update({"samples": len(samples), "language": cfg.language, "generation": speed})
+    out_dir = Path(out_dir)
+    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc,
+             **({"references": a} if len(a) > 1 else {})} for s, r, a, p, sc in zip(samples, refs, all_refs, preds, per)]
+    atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    atomic_write_text(out_dir / "worst.md", worst_answers_markdown(rows, label))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def worst_answers_markdown(rows: list[dict], label: str, k: int = 10) -> str:
+    """The k answers with the lowest ROUGE-L, for error analysis."""
+    cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:200]  # noqa: E731
+    worst = sorted(rows, key=lambda r: (r["scores"]["rouge-l"], r["id"]))[:k]
+    lines = [f"# Worst {len(worst)} answers ({label}) by ROUGE-L", "", "| id | ROUGE-L | question | reference | prediction |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {r['scores']['rouge-l']:.1f} | {cell(r['question'])} | {cell(r['reference'])} | "
+              f"{cell(r['prediction'])} |" for r in worst]
+    return "\n".join(lines) + "\n"
+
+
+def read_predictions(eval_dir: str | Path, name: str = "predictions.jsonl") -> dict[str, dict]:
+    """Per-sample predictions and scores, keyed by id."""
+    with open(Path(eval_dir) / name, encoding="utf-8") as f:
+        return {r["id"]: r for r in map(json.loads, f)}
+
+
+def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir: str | Path,
+                 train_dir: str | Path | None, out_dir: str | Path) -> dict:
+    """which='base' scores the untrained base model; which='tuned' the fine-tuned one."""
+    from components.model.base_model import load_base
+    from components.model.trained import load_trained
+    from components.methods.icl import read_shots
+
+    set_threads(params.train.threads)
+    set_seed(params.seed)
+    shots = None
+    if which == "base":
+        model, tokenizer = load_base(base_dir)
+    else:
+        model, tokenizer, _ = load_trained(base_dir, train_dir)
+        shots = read_shots(train_dir)
+    samples = test_samples(prepared_dir, params.evaluate.max_samples)
+    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots)

@@ -1,0 +1,125 @@
+"""Quality gates: thresholds from params.yaml, each with a verdict line.
+
+Gates: training health; metric floors; gains over the base model with paired bootstrap 95%
+intervals; no regression against the promoted model; degeneration of the generated answers.
+A failure writes the report, withdraws any stale merged model and bundle, then raises GateFailed.
+"""
+
+from __future__ import annotations
+
+from components.core.errors import UserError
+import json
+import shutil
+from pathlib import Path
+
+from components.evaluation.evaluate import read_predictions
+from components.evaluation.quality import paired_bootstrap
+from components.core.atomic import atomic_write_json, atomic_write_text
+from components.core.config import GatesConfig
+
+PROMOTED_PREDICTIONS = "eval_predictions.jsonl"  # what a bundle keeps for later no-regression checks
+
+
+class GateFailed(UserError, RuntimeError):
+    pass
+
+
+def _verdict(name: str, passed: bool, value: float | None, threshold, text: str, **extra) -> dict:
+    word = "PASS" if passed else "FAIL"
+    if extra.get("skipped"):
+        word = "SKIP"
+    return {"gate": name, "passed": passed, "value": value, "threshold": threshold, "line": f"{word} {name}: {text}", **extra}
+
+
+def _paired(a: dict[str, dict], b: dict[str, dict], metric: str, samples: int) -> dict | None:
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return None
+    return paired_bootstrap([a[i]["scores"][metric] for i in ids], [b[i]["scores"][metric] for i in ids], samples)
+
+
+def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None = None,
+                tuned_rows: dict | None = None, base_rows: dict | None = None, promoted_rows: dict | None = None) -> list[dict]:
+    """Every gate's verdict. Rows are per-sample predictions keyed by id (for the bootstrap intervals)."""
+    v = []
+    if health is not None:
+        ok = health.get("ok", True)
+        text = "training finished with finite, stable loss" if ok else (
+            f"{health['reason']} at step {health['step']} (loss {health['value']:.4g}); kept the best step {health.get('best_step')}")
+        v.append(_verdict("training_health", ok, health.get("value"), "finite, no spike", text))
+    for metric, floor in cfg.min_scores.items():
+        value = tuned[metric]
+        v.append(_verdict(f"min_{metric}", value >= floor, round(value, 4), floor, f"{metric} = {value:.2f} (needs >= {floor:g})"))
+    for metric, need in cfg.min_gain.items():
+        gain = tuned[metric] - base[metric]
+        ci = _paired(tuned_rows, base_rows, metric, cfg.bootstrap_samples) if tuned_rows and base_rows else None
+        ok = gain >= need
+        text = f"{metric} gain over base = {gain:+.2f} (needs >= {need:g})"
+        if ci:
+            text += f", 95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+            if cfg.require_significant_gain:
+                ok = ok and ci["low"] > 0
+                text += " (must exclude 0)"
+        v.append(_verdict(f"gain_{metric}", ok, round(gain, 4), need, text, interval=ci))
+    if promoted_rows:
+        ci = _paired(tuned_rows or {}, promoted_rows, "rouge-l", cfg.bootstrap_samples)
+        if ci is None:
+            v.append(_verdict("no_regression", True, None, -cfg.max_regression,
+                              "promoted model was scored on other questions; not comparable", skipped=True))
+        else:
+            v.append(_verdict("no_regression", ci["mean"] >= -cfg.max_regression, ci["mean"], -cfg.max_regression,
+                              f"rouge-l vs promoted = {ci['mean']:+.2f} (needs >= {-cfg.max_regression:g}), "
+                              f"95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}] on {ci['n']} shared questions", interval=ci))
+    else:
+        v.append(_verdict("no_regression", True, None, -cfg.max_regression, "no promoted model to compare with", skipped=True))
+    v.append(_verdict("empty_rate", tuned["empty_rate"] <= cfg.max_empty_rate, tuned["empty_rate"], cfg.max_empty_rate,
+                      f"empty answers = {tuned['empty_rate']:.1%} (needs <= {cfg.max_empty_rate:.0%})"))
+    v.append(_verdict("repeated_ngrams", tuned["repeated_ngram_rate"] <= cfg.max_repeated_ngram_rate,
+                      tuned["repeated_ngram_rate"], cfg.max_repeated_ngram_rate,
+                      f"repeated 3-gram rate = {tuned['repeated_ngram_rate']:.3f} (needs <= {cfg.max_repeated_ngram_rate:g})"))
+    lr = tuned["length_ratio"]
+    v.append(_verdict("length_ratio", cfg.min_length_ratio <= lr <= cfg.max_length_ratio, lr,
+                      [cfg.min_length_ratio, cfg.max_length_ratio],
+                      f"answer/reference length = {lr:.2f} (needs {cfg.min_length_ratio:g}..{cfg.max_length_ratio:g})"))
+    return v
+
+
+def gates_markdown(report: dict) -> str:
+    lines = ["# Gate report", "", f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
+             "| gate | verdict | value | threshold |", "|---|---|---|---|"]
+    for g in report["gates"]:
+        verdict = g["line"].split(" ", 1)[0]
+        value = "-" if g["value"] is None else f"{g['value']:.4g}" if isinstance(g["value"], float) else str(g["value"])
+        lines.append(f"| {g['gate']} | {verdict} | {value} | {g['threshold']} |")
+    lines += ["", *[f"- {g['line']}" for g in report["gates"]]]
+    return "\n".join(lines) + "\n"
+
+
+def run_gate(eval_base_dir: str | Path, eval_dir: str | Path, train_dir: str | Path, cfg: GatesConfig,
+             out_dir: str | Path, withdraw: tuple[str | Path, ...] = ()) -> dict:
+    """Write gates.json and gates.md; on failure remove `withdraw` paths (stale merged model, bundle) and raise."""
+    base = json.loads((Path(eval_base_dir) / "metrics.json").read_text())
+    tuned = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    train_metrics = Path(train_dir) / "metrics.json"
+    health = json.loads(train_metrics.read_text()).get("health") if train_metrics.exists() else None
+    promoted_rows = None
+    if cfg.promoted:
+        f = Path(cfg.promoted) / PROMOTED_PREDICTIONS
+        if not f.exists():
+            raise GateFailed(f"gates.promoted: {f} not found (is {cfg.promoted} a peftpipe bundle?)")
+        promoted_rows = read_predictions(f.parent, f.name)
+    verdicts = check_gates(tuned, base, cfg, health, read_predictions(eval_dir), read_predictions(eval_base_dir),
+                           promoted_rows)
+    report = {"passed": all(v["passed"] for v in verdicts), "gates": verdicts}
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "gates.json", report)
+    atomic_write_text(out_dir / "gates.md", gates_markdown(report))
+    for v in verdicts:
+        print(v["line"])
+    if not report["passed"]:
+        for path in map(Path, withdraw):
+            shutil.rmtree(path, ignore_errors=True)
+        failed = "; ".join(v["line"][5:] for v in verdicts if not v["passed"])
+        raise GateFailed(f"quality gate failed: {failed}. Nothing is merged or exported.")
+    return report
+

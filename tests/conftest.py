@@ -37,7 +37,9 @@ def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = No
     paths = [f"paths.{k}={tmp / v}" for k, v in Paths().model_dump().items()]
     return paths + [f"model.source={tiny_model_dir}", f"data.path={data}", "train.steps=30", "train.lr=0.02",
                     "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
-                    "evaluate.max_new_tokens=12", "train.checkpoint_every=10"] + (extra or [])
+                    "evaluate.max_new_tokens=12", "train.checkpoint_every=10",
+                    # numeric tests compare fp32 results: precision pinned, whatever the CPU offers
+                    "train.precision=fp32"] + (extra or [])
 
 
 def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):

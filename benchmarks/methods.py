@@ -21,9 +21,24 @@ from pathlib import Path
 
 from common import DATASETS, ROOT, dir_size_mb, env_block, markdown_table, peak_rss_mb, read_json, write_json
 
-BASELINES = ["zero_shot", "icl"]
-TRAINED = ["full", "lora", "dora", "prefix", "ptuning_v2", "prompt", "selective", "hybrid", "ia3", "adalora", "ptuning",
-           "rslora", "loha", "lokr"]  # one of each family early, so a partial run already compares them
+from components.methods import NAMES, get_method, trains  # common put the repo root on sys.path
+
+BASELINES = ["zero_shot"] + [m for m in NAMES if not trains(m)]  # no training: the base model and ICL
+
+
+def trained_methods() -> list[str]:
+    """Every method in components/methods/ that trains, taken round-robin over the families (one of each
+    family early), so a partial run already compares them."""
+    from itertools import zip_longest
+
+    families: dict[str, list[str]] = {}
+    for m in NAMES:
+        if trains(m):
+            families.setdefault(get_method(m).FAMILY, []).append(m)
+    return [m for row in zip_longest(*families.values()) for m in row if m]
+
+
+TRAINED = trained_methods()
 
 
 def parse_args(argv=None):
@@ -115,7 +130,7 @@ def run_one(method: str, args) -> dict:
         result["train_peak_rss_mb"] = peak_rss_mb()
         result["adapter_mb"] = dir_size_mb(work / "train")
         ev = run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, work / "train", work / "eval")
-    if method == "icl":  # nothing trains: only evaluation figures apply
+    if method != "zero_shot" and not trains(method):  # nothing trains (ICL): only evaluation figures apply
         result.update({"train_peak_rss_mb": None, "tokens_per_s": None, "train_wall_s": None})
     result.update({k: ev[k] for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "eval_loss")})
     result["generation_tokens_per_s"] = ev["generation"]["tokens_per_s"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1")
+from components.core.layout import REPORT_METRICS
 
 
 def _read(path: Path) -> dict | None:
@@ -32,7 +32,7 @@ def collect(root: str | Path = ".") -> dict:
 def metric_rows(data: dict) -> list[tuple[str, str, str, str]]:
     base, tuned = data.get("evaluate_base") or {}, data.get("evaluate") or {}
     rows = []
-    for k in METRICS:
+    for k in REPORT_METRICS:
         b, t = base.get(k), tuned.get(k)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         delta = "-" if b is None or t is None else f"{t - b:+.2f}"

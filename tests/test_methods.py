@@ -9,14 +9,41 @@ import torch
 from components.model import kv_prefix
 from components.training import train as train_mod
 from components.model.base_model import load_base
-from components.methods import NAMES, get_method
+from components.methods import NAMES, get_method, mergeable, route, trains
 from components.model.trained import load_trained
 from components.methods.icl import read_shots
 from conftest import tiny_overrides
 from peftpipe.cli import main
 
-TRAINED = [m for m in NAMES if m != "icl"]
-PROMPT_METHODS = ["prefix", "ptuning_v2", "ptuning", "prompt"]
+TRAINED = [m for m in NAMES if trains(m)]
+PROMPT_METHODS = [m for m in NAMES if route(m) == "kv_prefix"]
+
+
+def test_methods_are_the_modules_of_components_methods_and_declare_their_route():
+    from pathlib import Path
+
+    import components.methods as methods
+
+    modules = sorted(f.stem for f in Path(methods.__file__).parent.glob("*.py") if f.stem not in ("__init__", "base"))
+    assert list(NAMES) == modules and "base" not in NAMES
+    assert {m: route(m) for m in NAMES} == {
+        **dict.fromkeys(["lora", "dora", "rslora", "adalora", "ia3", "loha", "lokr", "hybrid"], "merge"),
+        **dict.fromkeys(["prefix", "ptuning_v2", "ptuning", "prompt"], "kv_prefix"),
+        "full": "weights", "selective": "weights", "icl": "icl"}
+    assert [m for m in NAMES if not trains(m)] == ["icl"] and methods.shipped_files("icl") == ("icl.json",)
+    assert methods.shipped_files("prefix") == ("prefix_kv.safetensors",) and methods.shipped_files("lora") == ()
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        get_method("nope")
+
+
+def test_method_hooks_are_no_ops_for_methods_without_them(tmp_path):
+    import components.methods as methods
+
+    lora = get_method("lora")
+    methods.after_step(lora, None, 1)
+    methods.save_extra_state(lora, None, tmp_path / "state.safetensors")
+    methods.load_extra_state(lora, None, tmp_path / "state.safetensors")
+    assert not (tmp_path / "state.safetensors").exists()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +121,7 @@ def test_method_trains_resumes_saves_reloads_evaluates_and_merges(setup, monkeyp
     assert stage_cli(proj, sets, "merge", *m, f"paths.train={run}/a", f"paths.merged={run}/merged") == 0
     report = metrics(proj, "merge")
     assert report["passed"] and report["method"] == method
-    assert report["mergeable"] is get_method(method).MERGEABLE
+    assert report["mergeable"] is mergeable(method)
     if get_method(method).SAVE in ("model", "selected"):
         assert report["route"].startswith("nothing to merge")  # already the model's own weights
     else:  # merged (or turned into a prefix) and checked against the trained model

@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-import components.methods as m
-from components.methods import (adalora, dora, full, hybrid, ia3, icl, lokr, loha, lora, prefix,  # noqa: F401
-                                prompt, ptuning, ptuning_v2, rslora, selective)
-from components.methods import NAMES
+from components.core.layout import GATE_METRICS
+from components.methods import NAMES, get_method
 
 
 class Section(BaseModel):
@@ -76,7 +74,9 @@ class PrepareConfig(Section):
     system_prompt: str | None = "Answer the question in one short sentence."
 
 
-class TrainConfig(Section):
+class _TrainLoop(Section):
+    """`train`: the loop's settings; `TrainConfig` below adds each method's own block."""
+
     method: str = Field("lora", description="one of components.methods.NAMES")
     steps: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -97,22 +97,6 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile each decoder layer (compiles on the first steps)")
     processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (accelerate, gloo on CPU); "
                                                "inside `accelerate launch` the launcher decides")
-    # each method's own block (components/methods/<name>.py); `lr: null` there means train.lr
-    full: m.full.Config = m.full.Config()
-    lora: m.lora.Config = m.lora.Config()
-    dora: m.dora.Config = m.dora.Config()
-    rslora: m.rslora.Config = m.rslora.Config()
-    adalora: m.adalora.Config = m.adalora.Config()
-    ia3: m.ia3.Config = m.ia3.Config()
-    loha: m.loha.Config = m.loha.Config()
-    lokr: m.lokr.Config = m.lokr.Config()
-    prefix: m.prefix.Config = m.prefix.Config()
-    ptuning_v2: m.ptuning_v2.Config = m.ptuning_v2.Config()
-    ptuning: m.ptuning.Config = m.ptuning.Config()
-    prompt: m.prompt.Config = m.prompt.Config()
-    selective: m.selective.Config = m.selective.Config()
-    hybrid: m.hybrid.Config = m.hybrid.Config()
-    icl: m.icl.Config = m.icl.Config()
 
     @field_validator("method")
     @classmethod
@@ -129,14 +113,26 @@ class TrainConfig(Section):
         return self.method_config().lr or self.lr
 
 
+def _method_blocks() -> dict:
+    """train.<name> for every method module in components/methods/: its `Config`, with its defaults."""
+    blocks = {}
+    for name in NAMES:
+        if name in _TrainLoop.model_fields:
+            raise TypeError(f"components/methods/{name}.py: the name clashes with the setting train.{name}")
+        config = get_method(name).Config
+        blocks[name] = (config, config())
+    return blocks
+
+
+# each method's own block (components/methods/<name>.py), found there; `lr: null` in it means train.lr
+TrainConfig = create_model("TrainConfig", __base__=_TrainLoop, __module__=__name__, **_method_blocks())
+
+
 class EvaluateConfig(Section):
     max_samples: int = Field(100, ge=1)
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     language: Literal["en", "zh"] = "en"
-
-
-GATE_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu")
 
 
 class GatesConfig(Section):

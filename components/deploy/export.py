@@ -12,12 +12,14 @@ from pathlib import Path
 from components.evaluation.evaluate import test_samples
 from components.evaluation.gates import PROMOTED_PREDICTIONS
 from components.model.generation import greedy_generate
-from components.serving.onnx_runtime import MODEL_FILE, OnnxCausalLM
+from components.serving.onnx_runtime import OnnxCausalLM
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text, file_md5
+from components.core.layout import (CHECKSUMS, GATE_METRICS, GENERATION_CONFIG, MODEL_CARD_JSON, MODEL_CARD_MD,
+                                    MODEL_ONNX)
 from components.core.config import Params, params_dict
 from components.core.runtime import set_seed, set_threads
+from components.methods import route, shipped_files
 
-CHECKSUMS = "checksums.sha256"
 CARD_PARAMS = ("seed", "model", "data", "prepare", "train", "evaluate", "export")  # the export stage's params in dvc.yaml
 
 
@@ -77,7 +79,7 @@ def export_onnx(model, out_dir: Path, opset: int) -> None:
     names_in = ["input_ids", "attention_mask", "position_ids"] + [f"past.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
     names_out = ["logits"] + [f"present.{i // 2}.{'kv'[i % 2]}" for i in range(2 * layers)]
     with torch.inference_mode():
-        torch.onnx.export(_kv_wrapper(model).eval(), args, str(out_dir / MODEL_FILE), dynamo=True, opset_version=opset,
+        torch.onnx.export(_kv_wrapper(model).eval(), args, str(out_dir / MODEL_ONNX), dynamo=True, opset_version=opset,
                           input_names=names_in, output_names=names_out, dynamic_shapes=dyn, external_data=True,
                           optimize=True, verbose=False)
     atomic_write_json(out_dir / "onnx_io.json", {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
@@ -106,7 +108,7 @@ def verify_checksums(folder: str | Path) -> None:
 
 def model_card(params: Params, metrics: dict, parity: dict) -> str:
     rows = "\n".join(f"| {k} | {metrics['base'].get(k, float('nan')):.2f} | {metrics['tuned'][k]:.2f} |"
-                     for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match", "token_f1", "sacrebleu"))
+                     for k in GATE_METRICS)
     gates = "\n".join(f"- {g['line']}" for g in metrics["gates"]["gates"])
     variant_lines = "\n".join(
         f"- {v} variant (`{r['file']}`): ROUGE-L {r['rouge-l']:.2f} vs fp32 {r['rouge-l_fp32']:.2f} on {r['samples']} "
@@ -166,13 +168,15 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
     from components.model import kv_prefix
     from components.model.base_model import load_base
     from components.evaluation.evaluate import prompts_for
-    from components.methods.icl import FILE as ICL_FILE, read_shots
+    from components.methods.icl import read_shots
 
     threads = set_threads(params.train.threads)
     set_seed(params.seed)
     merged_dir = Path(merged_dir)
+    method = json.loads((merged_dir / "merge_report.json").read_text())["method"]  # what the merge stage shipped
     model, tokenizer = load_base(merged_dir)
-    prefix, shots = kv_prefix.load(merged_dir), read_shots(merged_dir)
+    prefix = kv_prefix.load(merged_dir) if route(method) == "kv_prefix" else None
+    shots = read_shots(merged_dir) if route(method) == "icl" else None
     samples = test_samples(prepared_dir, params.export.parity_samples)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
@@ -180,9 +184,8 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
                "tuned": json.loads((Path(eval_dir) / "metrics.json").read_text()),
                "gates": json.loads((Path(gate_dir) / "gates.json").read_text())}
     with atomic_dir(out_dir) as tmp:
-        for extra in (kv_prefix.FILE, ICL_FILE):  # the prompt method's prefix or the ICL examples ship too
-            if (merged_dir / extra).exists():
-                shutil.copy(merged_dir / extra, tmp / extra)
+        for extra in shipped_files(method):  # the prompt method's prefix or the ICL examples ship too
+            shutil.copy(merged_dir / extra, tmp / extra)
         t0 = time.perf_counter()
         export_onnx(model, tmp, params.export.opset)
         export_s = time.perf_counter() - t0
@@ -206,15 +209,15 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
             raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
         parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "generation_config.json", {
+        atomic_write_json(tmp / GENERATION_CONFIG, {
             "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
             "system_prompt": params.prepare.system_prompt})
         card = {"base_model": params.model.source, "method": params.train.method,
                 "data": {"path": params.data.path, "md5": file_md5(params.data.path)},
                 "params": {k: v for k, v in params_dict(params).items() if k in CARD_PARAMS}, "metrics": metrics, "parity": parity}
-        atomic_write_json(tmp / "model_card.json", card)
+        atomic_write_json(tmp / MODEL_CARD_JSON, card)
         shutil.copy(Path(eval_dir) / "predictions.jsonl", tmp / PROMOTED_PREDICTIONS)  # for no-regression gates later
-        atomic_write_text(tmp / "README.md", model_card(params, metrics, parity))
+        atomic_write_text(tmp / MODEL_CARD_MD, model_card(params, metrics, parity))
         write_checksums(tmp)
     return parity

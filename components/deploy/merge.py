@@ -8,7 +8,8 @@ from pathlib import Path
 
 from components.evaluation.evaluate import test_samples
 from components.model.generation import greedy_generate
-from components.methods import get_method
+from components.core.layout import ICL_FILE
+from components.methods import get_method, mergeable, route
 from components.core.atomic import atomic_dir, atomic_write_json
 from components.core.config import Params
 from components.core.runtime import set_seed, set_threads
@@ -47,7 +48,6 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
 
     from components.model import kv_prefix
     from components.model.trained import load_trained
-    from components.methods.icl import FILE as ICL_FILE, read_shots
 
     set_threads(params.train.threads)
     set_seed(params.seed)
@@ -57,11 +57,12 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
     seqs = [s["prompt_ids"] + tokenizer(s["answer"], add_special_tokens=False)["input_ids"] for s in samples]
     prompts = [s["prompt_ids"] for s in samples]
     n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
-    report: dict = {"method": name, "mergeable": method.MERGEABLE}
+    how = route(method)
+    report: dict = {"method": name, "mergeable": mergeable(method)}
     prefix = None
-    if method.MERGEABLE or kv_prefix.is_prompt_learning(model):
+    if how in ("merge", "kv_prefix"):
         before = [lg[-len(s):] for lg, s in zip(_logits(model, seqs), seqs)]  # prompt tuning returns virtual tokens too
-        if method.MERGEABLE:
+        if how == "merge":
             tokens_before, _ = greedy_generate(model, tokenizer, prompts, n_new, batch_size=1, progress=False)
             model = model.merge_and_unload()
             after = _logits(model, seqs)
@@ -78,7 +79,7 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
         report.update(compare(before, after, params.merge.rtol, params.merge.atol))
         report["greedy_tokens_equal"] = tokens_before == tokens_after
         report["passed"] = report["within_tolerance"] and report["greedy_tokens_equal"]
-    elif method.SAVE == "none":
+    elif how == "icl":
         report.update({"passed": True, "route": "not mergeable: no weights change; the in-context examples ship with the model"})
     else:
         report.update({"passed": True, "route": f"nothing to merge: {name} trains the model's own weights"})
@@ -93,7 +94,7 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
         tokenizer.save_pretrained(tmp)
         if prefix is not None:
             kv_prefix.save(prefix, tmp)
-        if read_shots(train_dir) is not None:
+        if how == "icl":
             shutil.copy(Path(train_dir) / ICL_FILE, tmp / ICL_FILE)
         atomic_write_json(tmp / "merge_report.json", report)
     return report

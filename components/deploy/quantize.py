@@ -45,11 +45,12 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
                   fp32: tuple[list[list[int]], float] | None = None) -> dict:
     """Write the variant into `folder` and compare it with the fp32 graph there; remove it if it fails."""
     from components.evaluation.metrics import corpus_scores
-    from components.serving.onnx_runtime import MODEL_FILE, OnnxCausalLM
+    from components.core.layout import MODEL_ONNX
+    from components.serving.onnx_runtime import OnnxCausalLM
 
     name = VARIANTS[variant]
     t0 = time.perf_counter()
-    quantize(folder / MODEL_FILE, folder / name, variant)
+    quantize(folder / MODEL_ONNX, folder / name, variant)
     quant_s = time.perf_counter() - t0
     eos = tokenizer.eos_token_id
     if fp32 is None:

@@ -54,15 +54,17 @@ def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], b
 
 
 def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,
-                   progress: bool = True, shots: list[list[dict]] | None = None) -> dict:
-    """Generate, score and write predictions.jsonl and metrics.json to out_dir."""
+                   progress: bool = True, shots: list[list[dict]] | None = None, route: str | None = None) -> dict:
+    """Generate, score and write predictions.jsonl and metrics.json to out_dir.
+
+    `route` is the trained method's (components.methods.route); None for the base model."""
     from components.model import kv_prefix
 
     cfg = params.evaluate
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     loss = eval_loss(model, tokenizer, samples, prompts, cfg.batch_size)
     prefix = None
-    if kv_prefix.is_prompt_learning(model):  # generate as deployed: the base model with the learned KV prefix
+    if route == "kv_prefix":  # generate as deployed: the base model with the learned KV prefix
         prefix, model = kv_prefix.compute_prefix(model), model.get_base_model()
     ids, speed = greedy_generate(model, tokenizer, prompts, cfg.max_new_tokens,
                                  cfg.batch_size, progress, desc=f"evaluate {label}", prefix=prefix)
@@ -106,15 +108,17 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
     """which='base' scores the untrained base model; which='tuned' the fine-tuned one."""
     from components.model.base_model import load_base
     from components.model.trained import load_trained
+    from components.methods import route as method_route
     from components.methods.icl import read_shots
 
     set_threads(params.train.threads)
     set_seed(params.seed)
-    shots = None
+    shots, route = None, None
     if which == "base":
         model, tokenizer = load_base(base_dir)
     else:
-        model, tokenizer, _ = load_trained(base_dir, train_dir)
-        shots = read_shots(train_dir)
+        model, tokenizer, name = load_trained(base_dir, train_dir)
+        route = method_route(name)
+        shots = read_shots(train_dir) if route == "icl" else None
     samples = test_samples(prepared_dir, params.evaluate.max_samples)
-    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots)
+    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots, route=route)

@@ -16,7 +16,6 @@ import string
 from collections import Counter
 from statistics import fmean
 
-METRIC_NAMES = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 ZH_PUNCT = "，。！？；：、“”‘’（）《》【】—…·「」『』"
 
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from components.methods.base import Context, MethodConfig, peft_targets
 
 FAMILY = "reparameterised"
-MERGEABLE = True
+ROUTE = "merge"
 SAVE = "peft"
 
 

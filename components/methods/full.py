@@ -5,7 +5,7 @@ from __future__ import annotations
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "full"
-MERGEABLE = False  # nothing to merge: the trained weights are the model
+ROUTE = "weights"  # nothing to merge: the trained weights are the model
 SAVE = "model"
 
 

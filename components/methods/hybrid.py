@@ -9,7 +9,7 @@ from components.methods import lora
 from components.methods.base import Context, peft_targets
 
 FAMILY = "hybrid"
-MERGEABLE = True
+ROUTE = "merge"
 SAVE = "peft"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from components.methods.base import Context, MethodConfig, peft_targets
 
 FAMILY = "reparameterised"
-MERGEABLE = True
+ROUTE = "merge"
 SAVE = "peft"
 
 

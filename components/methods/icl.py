@@ -12,12 +12,12 @@ from pathlib import Path
 
 from pydantic import Field
 
+from components.core.layout import ICL_FILE
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "baseline"
-MERGEABLE = False
+ROUTE = "icl"  # no weights change: the examples ship
 SAVE = "none"
-FILE = "icl.json"
 
 
 class Config(MethodConfig):
@@ -40,13 +40,13 @@ def draw_shots(rows: list[dict], c: Config, seed: int) -> list[list[dict]]:
 
 def write(folder: Path, rows: list[dict], c: Config, seed: int) -> dict:
     shots = draw_shots(rows, c, seed)
-    (folder / FILE).write_text(json.dumps({"shots": shots}, ensure_ascii=False, indent=1), encoding="utf-8")
+    (folder / ICL_FILE).write_text(json.dumps({"shots": shots}, ensure_ascii=False, indent=1), encoding="utf-8")
     return {"shots": len(shots)}
 
 
 def read_shots(folder: str | Path) -> list[list[dict]] | None:
     """The saved examples, or None when the folder holds no ICL method."""
-    f = Path(folder) / FILE
+    f = Path(folder) / ICL_FILE
     return json.loads(f.read_text(encoding="utf-8"))["shots"] if f.exists() else None
 
 

@@ -6,7 +6,7 @@ from components.methods import lora
 from components.methods.base import Context, peft_targets
 
 FAMILY = "reparameterised"
-MERGEABLE = True
+ROUTE = "merge"
 SAVE = "peft"
 
 

@@ -6,7 +6,7 @@ from components.methods import loha
 from components.methods.base import Context
 
 FAMILY = "reparameterised"
-MERGEABLE = True
+ROUTE = "merge"
 SAVE = "peft"
 
 

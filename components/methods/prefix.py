@@ -12,7 +12,7 @@ from __future__ import annotations
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "additive"
-MERGEABLE = False  # the prefix is extra attention context, not a weight change: it ships as a KV prefix
+ROUTE = "kv_prefix"  # the prefix is extra attention context, not a weight change: it ships as a KV prefix
 SAVE = "peft"
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "additive"
-MERGEABLE = False
+ROUTE = "kv_prefix"
 SAVE = "peft"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "additive"
-MERGEABLE = False
+ROUTE = "kv_prefix"
 SAVE = "peft"
 
 

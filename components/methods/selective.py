@@ -14,7 +14,7 @@ from pydantic import Field
 from components.methods.base import Context, MethodConfig
 
 FAMILY = "selective"
-MERGEABLE = False  # nothing to merge: the trained tensors replace the base's
+ROUTE = "weights"  # nothing to merge: the trained tensors replace the base's
 SAVE = "selected"
 FILE = "selected.safetensors"
 

@@ -9,7 +9,7 @@ logits as the PEFT model, in PyTorch and in the exported ONNX graph alike.
 
 from __future__ import annotations
 
-FILE = "prefix_kv.safetensors"
+from components.core.layout import PREFIX_FILE
 
 
 def is_prompt_learning(model) -> bool:
@@ -80,7 +80,7 @@ def greedy(model, prompt_ids: list[int], prefix: dict, max_new_tokens: int, eos_
 def save(prefix: dict, folder) -> None:
     from safetensors.torch import save_file
 
-    save_file(prefix, folder / FILE)
+    save_file(prefix, folder / PREFIX_FILE)
 
 
 def load(folder) -> dict | None:
@@ -88,5 +88,5 @@ def load(folder) -> dict | None:
 
     from safetensors.torch import load_file
 
-    f = Path(folder) / FILE
+    f = Path(folder) / PREFIX_FILE
     return load_file(f) if f.exists() else None

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from components.core.layout import METHOD_FILE
-from components.methods import get_method
+from components.methods import get_method, mergeable
 from components.model.base_model import load_base
 
 
@@ -29,7 +29,7 @@ def save_trained(name: str, model, tokenizer, folder: Path) -> None:
     elif method.SAVE == "selected":
         method.save(model, folder)
     (folder / METHOD_FILE).write_text(json.dumps({"method": name, "family": method.FAMILY, "save": method.SAVE,
-                                                  "mergeable": method.MERGEABLE}, indent=1))
+                                                  "mergeable": mergeable(method)}, indent=1))
 
 
 def load_trained(base_dir: str | Path, train_dir: str | Path):

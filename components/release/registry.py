@@ -27,9 +27,9 @@ from pathlib import Path
 import yaml
 
 from components.core.atomic import atomic_dir
+from components.core.layout import CHECKSUMS, MODEL_CARD_JSON, TEXT_METRICS
 
 STAGES = ("staging", "production")
-REGISTERED_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 
 
 class RegistryError(UserError, RuntimeError):
@@ -106,7 +106,7 @@ def lineage(root: Path, params) -> dict:
     lock = _lock(root)
     bundle = Path(params.paths.bundle)
     bundle = bundle if bundle.is_absolute() else root / bundle
-    card_file = bundle / "model_card.json"
+    card_file = bundle / MODEL_CARD_JSON
     gate_file = root / "metrics" / "gate.json"
     if not card_file.exists():
         raise RegistryError(f"{card_file} not found: the export stage has not produced a bundle")
@@ -123,7 +123,7 @@ def lineage(root: Path, params) -> dict:
         "method": params.train.method,
         "base_model": params.model.source,
         "bundle": {"path": params.paths.bundle, "md5": bundle_md5},
-        "metrics": {k: tuned[k] for k in REGISTERED_METRICS if k in tuned},
+        "metrics": {k: tuned[k] for k in TEXT_METRICS if k in tuned},
         "gates_passed": bool(gate.get("passed")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -248,7 +248,7 @@ def materialise(root: Path, name: str, version: str, deploy_root: str) -> Path:
     root = Path(root)
     info = version_info(root, name, version)
     dest = deployment_dir(root, deploy_root, name, version)
-    if (dest / "checksums.sha256").exists():
+    if (dest / CHECKSUMS).exists():
         try:
             verify_checksums(dest)
             return dest

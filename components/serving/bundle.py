@@ -10,15 +10,16 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from components.core.layout import GENERATION_CONFIG, MODEL_CARD_JSON, MODEL_ONNX, TEXT_METRICS
+
 
 def variant_file(folder: Path, variant: str) -> tuple[str, str]:
     """(variant, ONNX file): 'auto' takes a quantized variant when the bundle ships one (it passed its gate)."""
-    from components.serving.onnx_runtime import MODEL_FILE
     from components.deploy.quantize import VARIANTS
 
     if variant == "auto":
         variant = next((v for v, f in VARIANTS.items() if (folder / f).exists()), "fp32")
-    name = MODEL_FILE if variant == "fp32" else VARIANTS.get(variant)
+    name = MODEL_ONNX if variant == "fp32" else VARIANTS.get(variant)
     if name is None or not (folder / name).exists():
         raise FileNotFoundError(f"{folder}: no {variant} model in this bundle (it was not exported or failed its gate)")
     return variant, name
@@ -29,6 +30,7 @@ class Bundle:
         from transformers import AutoTokenizer
 
         from components.deploy.export import verify_checksums
+        from components.methods import NAMES, route
         from components.methods.icl import read_shots
         from components.serving.onnx_runtime import OnnxCausalLM
 
@@ -36,13 +38,16 @@ class Bundle:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: no such bundle directory")
         verify_checksums(self.folder)  # before anything in it is loaded
-        self.gen = json.loads((self.folder / "generation_config.json").read_text())
-        card = self.folder / "model_card.json"
+        self.gen = json.loads((self.folder / GENERATION_CONFIG).read_text())
+        card = self.folder / MODEL_CARD_JSON
         self.card = json.loads(card.read_text()) if card.exists() else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.variant, model_file = variant_file(self.folder, variant)
         self.lm = OnnxCausalLM(self.folder, threads, model_file=model_file)
-        self.shots = read_shots(self.folder) or []  # an ICL bundle's examples go before the question
+        # an ICL bundle's examples go before the question (no card, or a method no longer here: the file decides)
+        method = self.card.get("method")
+        ships_shots = route(method) == "icl" if method in NAMES else True
+        self.shots = (read_shots(self.folder) if ships_shots else None) or []
         self.eos = self.gen["eos_token_id"]
 
     def prompt_ids(self, question: str) -> list[int]:
@@ -77,7 +82,7 @@ class Bundle:
         card = self.card
         return {"bundle": str(self.folder), "base_model": card.get("base_model"), "method": card.get("method"),
                 "data": card.get("data"), "metrics": {k: card.get("metrics", {}).get("tuned", {}).get(k)
-                                                      for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l")},
+                                                      for k in TEXT_METRICS},
                 "gates_passed": card.get("metrics", {}).get("gates", {}).get("passed"),
                 "parity": card.get("parity"), "max_new_tokens": self.gen["max_new_tokens"],
                 "variant": self.variant, "variants": card.get("parity", {}).get("variants", {}),

@@ -8,14 +8,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-MODEL_FILE = "model.onnx"
-PREFIX_FILE = "prefix_kv.safetensors"  # components.model.kv_prefix.FILE (kept import-free of torch here)
+from components.core.layout import MODEL_ONNX, PREFIX_FILE
 
 
 class OnnxCausalLM:
     """Runs `model.onnx` (inputs: input_ids, attention_mask, position_ids, past_*; outputs: logits, present_*)."""
 
-    def __init__(self, folder: str | Path, threads: int = 0, model_file: str = MODEL_FILE):
+    def __init__(self, folder: str | Path, threads: int = 0, model_file: str = MODEL_ONNX):
         import onnxruntime as ort
 
         folder = Path(folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from components.training import distributed as dist
-from components.methods import Context, get_method
+from components.methods import Context, after_step, get_method, load_extra_state, save_extra_state, trains
 from components.model.trained import count_parameters, save_trained
 from components.data.prepare import IGNORE_INDEX, load_prepared
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
@@ -205,8 +205,7 @@ def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, sched
 
     with atomic_dir(ckpt_root / f"step-{step:06d}") as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
-        if hasattr(method, "extra_state"):
-            save_file(method.extra_state(model), tmp / "method_state.safetensors")
+        save_extra_state(method, model, tmp / "method_state.safetensors")
         save_file({"torch": torch.get_rng_state(), **{f"rank{r}": t for r, t in enumerate(rank_rng or [])}},
                   tmp / "rng.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -241,8 +240,7 @@ def load_checkpoint(d: Path, model, optimizer, scheduler, method, rank: int = 0)
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(d / "rng.safetensors")
     torch.set_rng_state(rng.get(f"rank{rank}", rng["torch"]))
-    if hasattr(method, "load_extra_state"):
-        method.load_extra_state(model, load_file(d / "method_state.safetensors"))
+    load_extra_state(method, model, d / "method_state.safetensors")
     return int(state["step"])
 
 
@@ -289,9 +287,9 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
     train = load_prepared(prepared_dir)["train"]
     rows = train.to_list()
     curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
-    if method.SAVE == "none" and not main:
+    if not trains(method) and not main:
         return {"method": cfg.method, "steps": 0, "rank": rank}
-    if method.SAVE == "none":  # in-context learning: nothing to train (an empty loss curve, no checkpoints)
+    if not trains(method):  # in-context learning: nothing to train (an empty loss curve, no checkpoints)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(curve_path, "step\tloss\tlr\n")
         with atomic_dir(out_dir) as tmp:
@@ -361,8 +359,7 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
             opt.step()
             sched.step()
-            if hasattr(method, "after_step"):
-                method.after_step(model, step + 1)
+            after_step(method, model, step + 1)
             opt.zero_grad(set_to_none=True)
             real_tokens += real
             computed_tokens += batch["input_ids"].numel()

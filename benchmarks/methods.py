@@ -100,7 +100,7 @@ def prepare_once(p) -> dict:
         materialise(p.model, p.paths.base_model)
     if not (Path(p.paths.prepared) / "stats.json").exists():
         run_validate(p.data, p.validate_, p.paths.validated)
-        run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+        run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
     return json.loads((Path(p.paths.prepared) / "stats.json").read_text())
 
 

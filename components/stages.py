@@ -30,7 +30,7 @@ def validate(p: Params) -> dict:
 def prepare(p: Params) -> dict:
     from components.data.prepare import run_prepare
 
-    return run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    return run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
 
 
 def train(p: Params) -> dict:

@@ -102,3 +102,47 @@ def watch(root: Path = Path("."), interval: float = 5.0, debounce: float = 10.0,
         print(f"{time.strftime('%H:%M:%S')} run finished: {results[-1]}")
         if max_runs and len(results) >= max_runs:
             return results
+
+
+def promote_version(root: Path, params, version: str | None, to: str) -> str:
+    """Promote `version` ('latest'; None: the latest to staging, staging's to production) to `to`; returns it."""
+    from components.release import registry
+
+    name = params.registry.name
+    if version == "latest" or (version is None and to == "staging"):
+        version = registry.latest(root, name)
+    elif version is None:  # to production: what staging holds
+        version = registry.current(root, name, "staging")
+    if version is None:
+        raise registry.RegistryError(f"no version of {name} to promote" + (" in staging" if to == "production" else ""))
+    registry.promote(root, name, version, to, params.registry.deploy_dir, params.gates.max_regression,
+                     push=params.registry.push)
+    return version
+
+
+def deployed_bundle(root: Path, params, stage: str) -> tuple[str, dict]:
+    """(bundle folder, release info) of the version the registry has in `stage`, materialised from the DVC cache."""
+    from components.release import registry
+
+    name = params.registry.name
+    version = registry.current(root, name, stage)
+    if version is None:
+        raise registry.RegistryError(f"nothing in {stage} for {name}: promote a version (peftpipe promote --to {stage}) "
+                                     "or pass --bundle DIR")
+    folder = registry.materialise(root, name, version, params.registry.deploy_dir)
+    return str(folder), {"name": name, "version": version, "stage": stage, "root": str(root.resolve()),
+                         "deploy_dir": params.registry.deploy_dir}
+
+
+def emit_data_changed(root: Path, params_file: Path = PARAMS) -> dict:
+    """Send the Prefect event `peftpipe.data.changed` (a deployment trigger in infra/prefect/prefect.yaml)."""
+    from prefect.events import emit_event
+
+    from components.core.config import load_params
+
+    params = load_params(root / params_file)
+    event = emit_event(event="peftpipe.data.changed",
+                       resource={"prefect.resource.id": f"peftpipe.data.{params.registry.name}"},
+                       payload={"files": data_state(root, params)})
+    print(f"emitted peftpipe.data.changed ({event.id if event else 'no Prefect API configured: not sent'})")
+    return {"passed": event is not None, "event": str(event.id) if event else None}

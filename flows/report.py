@@ -107,3 +107,23 @@ def print_summary(root: str | Path = ".", stages: list[dict] | None = None, tota
     console.print(f"bundle: {bundle_line(root, data)}")
     if total_s is not None:
         console.print(f"total: {total_s:.0f} s")
+
+
+def print_registry(rows: list[dict], name: str) -> None:
+    """The registry's versions as a table: stages, commit, method, data and bundle hashes, metrics."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"registry: {name}")
+    for col in ("version", "stages", "commit", "method", "data md5", "params", "bundle md5", "ROUGE-L", "BLEU-4", "created"):
+        table.add_column(col)
+    for r in rows:
+        lin = r["lineage"]
+        m = lin.get("metrics", {})
+        table.add_row(r["version"], ", ".join(r["stages"]) or "-", r["commit"][:8], str(lin.get("method")),
+                      str(lin.get("data", {}).get("md5"))[:10], str(lin.get("params_sha256"))[:10],
+                      str(lin.get("bundle", {}).get("md5"))[:10], f"{m.get('rouge-l', float('nan')):.2f}",
+                      f"{m.get('bleu-4', float('nan')):.2f}", str(lin.get("created")))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

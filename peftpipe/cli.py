@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from components.core.errors import UserError
@@ -61,24 +60,13 @@ def cmd_data_generate(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from components.data.inspect import inspect_data, print_inspection
     from components.core.config import load_params
+    from components.data.inspect import inspect_data, print_inspection
+    from components.model.base_model import load_tokenizer
 
     params = load_params(PARAMS, args.set or [])
-    print_inspection(inspect_data(args.file, params, inspection_tokenizer(params), args.out))
+    print_inspection(inspect_data(args.file, params, load_tokenizer(params.paths.base_model, params.model), args.out))
     return 0
-
-
-def inspection_tokenizer(params):
-    """The materialised base model's tokenizer, else the configured source's."""
-    from transformers import AutoTokenizer
-
-    if (Path(params.paths.base_model) / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(params.paths.base_model)
-    from components.model.base_model import resolve_source
-
-    args = resolve_source(params.model)
-    return AutoTokenizer.from_pretrained(**args, trust_remote_code=params.model.trust_remote_code)
 
 
 def cmd_generate(args) -> int:
@@ -104,18 +92,10 @@ def cmd_serve(args) -> int:
 
     release = None
     if args.bundle is None:  # whatever the registry has in the stage (production by default)
-        from components.release import registry
         from components.core.config import load_params
+        from flows.releasing import deployed_bundle
 
-        params = load_params(PARAMS)
-        name = params.registry.name
-        version = registry.current(Path("."), name, args.stage)
-        if version is None:
-            return _fail(f"nothing in {args.stage} for {name}: promote a version (peftpipe promote --to {args.stage}) "
-                         "or pass --bundle DIR", 2)
-        args.bundle = str(registry.materialise(Path("."), name, version, params.registry.deploy_dir))
-        release = {"name": name, "version": version, "stage": args.stage, "root": str(Path(".").resolve()),
-                   "deploy_dir": params.registry.deploy_dir}
+        args.bundle, release = deployed_bundle(Path("."), load_params(PARAMS), args.stage)
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
     token = os.environ.get(args.token_env) or None
@@ -144,19 +124,9 @@ def cmd_register(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from components.release import registry
+    from flows.releasing import promote_version
 
-    params = _registry_ctx()
-    name = params.registry.name
-    version = args.version
-    if version == "latest" or (version is None and args.to == "staging"):
-        version = registry.latest(Path("."), name)
-    elif version is None:  # to production: what staging holds
-        version = registry.current(Path("."), name, "staging")
-    if version is None:
-        return _fail(f"no version of {name} to promote" + (" in staging" if args.to == "production" else ""), 2)
-    registry.promote(Path("."), name, version, args.to, params.registry.deploy_dir, params.gates.max_regression,
-                     push=params.registry.push)
+    promote_version(Path("."), _registry_ctx(), args.version, args.to)
     return 0
 
 
@@ -171,27 +141,15 @@ def cmd_rollback(args) -> int:
 def cmd_registry(args) -> int:
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from components.release import registry
+    from flows.report import print_registry
 
     params = _registry_ctx()
     rows = registry.versions(Path("."), params.registry.name)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
-        return 0
-    table = Table(title=f"registry: {params.registry.name}")
-    for col in ("version", "stages", "commit", "method", "data md5", "params", "bundle md5", "ROUGE-L", "BLEU-4", "created"):
-        table.add_column(col)
-    for r in rows:
-        lin = r["lineage"]
-        m = lin.get("metrics", {})
-        table.add_row(r["version"], ", ".join(r["stages"]) or "-", r["commit"][:8], str(lin.get("method")),
-                      str(lin.get("data", {}).get("md5"))[:10], str(lin.get("params_sha256"))[:10],
-                      str(lin.get("bundle", {}).get("md5"))[:10], f"{m.get('rouge-l', float('nan')):.2f}",
-                      f"{m.get('bleu-4', float('nan')):.2f}", str(lin.get("created")))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    else:
+        print_registry(rows, params.registry.name)
     return 0
 
 
@@ -211,18 +169,9 @@ def cmd_watch(args) -> int:
         return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
     on_change = None
     if args.emit_event:  # a Prefect deployment trigger (infra/prefect/prefect.yaml) runs the release instead
-        from components.core.config import load_params
-        from flows.releasing import data_state
+        from flows.releasing import emit_data_changed
 
-        def on_change():
-            from prefect.events import emit_event
-
-            params = load_params(PARAMS)
-            event = emit_event(event="peftpipe.data.changed",
-                               resource={"prefect.resource.id": f"peftpipe.data.{params.registry.name}"},
-                               payload={"files": data_state(Path("."), params)})
-            print(f"emitted peftpipe.data.changed ({event.id if event else 'no Prefect API configured: not sent'})")
-            return {"passed": event is not None, "event": str(event.id) if event else None}
+        on_change = lambda: emit_data_changed(Path("."))  # noqa: E731
     results = watch(Path("."), args.interval, args.debounce, args.max_runs, None if args.to == "none" else args.to,
                     list(args.set or []), on_change)
     return 0 if results and all(r.get("passed") for r in results) else 1

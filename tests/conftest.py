@@ -39,7 +39,8 @@ def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = No
                     "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
                     "evaluate.max_new_tokens=12", "train.checkpoint_every=10",
                     # numeric tests compare fp32 results: precision pinned, whatever the CPU offers
-                    "train.precision=fp32"] + (extra or [])
+                    "train.precision=fp32",
+                    "gates.min_samples=1"] + (extra or [])  # evaluate.max_samples=12: below the default 50
 
 
 def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
@@ -75,7 +76,6 @@ def exported(tiny_model_dir, tmp_path_factory):
     from components.data.prepare import run_prepare
     from components.training.train import run_train
     from components.data.validate import run_validate
-    from test_pipeline_e2e import RELAXED_GATES
 
     tmp = tmp_path_factory.mktemp("export")
     p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES + ["export.max_quant_rouge_l_drop=100", "export.quant_eval_samples=6",
@@ -83,7 +83,7 @@ def exported(tiny_model_dir, tmp_path_factory):
     P = p.paths
     materialise(p.model, P.base_model)
     run_validate(p.data, p.validate_, P.validated)
-    run_prepare(P.validated, P.base_model, p.prepare, p.seed, P.prepared)
+    run_prepare(P.validated, P.base_model, p.prepare, P.prepared)
     run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
     run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
     run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval)
@@ -91,6 +91,53 @@ def exported(tiny_model_dir, tmp_path_factory):
     merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
     parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
     return p, merge_report, parity
+
+
+# helpers shared by several test files (imported as `from conftest import ...`)
+BIN = Path(sys.executable).parent
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+SECRETS = {"HF_TOKEN": "hf_secretvalue4tests", "PEFTPIPE_SERVE_TOKEN": "serve-secret-4-tests"}
+# a random tiny model babbles: only the training-health gate and a floor of 0 stay strict
+RELAXED_GATES = ["gates.min_scores.rouge-l=0", "gates.min_gain.rouge-l=-100", "gates.require_significant_gain=false",
+                 "gates.min_scores.exact_match=0", "gates.min_gain.exact_match=-100", "gates.min_samples=1",
+                 "gates.max_empty_rate=1", "gates.max_repeated_ngram_rate=1", "gates.min_length_ratio=0",
+                 "gates.max_length_ratio=1000"]
+
+
+def sh(args, cwd, check=True, env=None):
+    """Run a command with the venv's tools first on PATH, the test secrets and a git identity set."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", **SECRETS,
+           **GIT_IDENTITY, **(env or {})}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> list[str]:
+    import re
+
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project_with(params, folder: Path) -> Path:
+    """A folder whose params.yaml is `params` (outputs may live outside it, in tmp)."""
+    import yaml
+
+    from components.core.config import params_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = {**params_dict(params), "allow_outside_project": True}  # the test's data and outputs live in tmp
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
 
 
 # The longest files first: with one file per worker at a time (`--dist loadfile`), a long file

@@ -53,6 +53,8 @@ class DataConfig(Section):
     format: Literal["auto", "qa", "alpaca", "sharegpt", "chatglm", "squad", "text"] = "auto"
     question_field: str | None = Field(None, description="question column (qa: 'question', chatglm: 'prompt')")
     answer_field: str | None = Field(None, description="answer column (qa: 'answer', chatglm: 'response')")
+    answers_field: str | None = Field(None, description="qa: a list of reference answers, scored best-match "
+                                                        "(SQuAD-style); a list field named 'answers' is used when unset")
     history_field: str = "history"
     text_field: str = "text"
     text_pattern: str = Field(DOLLY_PATTERN, description="text format: regex with question and answer groups")
@@ -70,6 +72,7 @@ class ValidateConfig(Section):
 
 class PrepareConfig(Section):
     test_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = Field(42, description="the train/test split's own seed: a `seed` sweep keeps the same test set")
     max_length: int = Field(128, ge=8)
     system_prompt: str | None = "Answer the question in one short sentence."
 
@@ -133,17 +136,22 @@ class EvaluateConfig(Section):
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     language: Literal["en", "zh"] = "en"
+    metric_style: Literal["chatglm", "normalised"] = Field(
+        "chatglm", description="chatglm: ChatGLM's compute_metrics exactly (case kept); normalised: lower-cased, "
+                               "punctuation and articles stripped (SQuAD-style) before BLEU/ROUGE")
 
 
 class GatesConfig(Section):
-    min_scores: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 60.0},
+    min_scores: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 60.0, "exact_match": 40.0},
                                          description="floors (x100) on the fine-tuned model's metrics")
-    min_gain: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 10.0},
+    min_gain: dict[str, float] = Field(default_factory=lambda: {"rouge-l": 10.0, "exact_match": 20.0},
                                        description="minimum points gained over the base model")
+    min_samples: int = Field(50, ge=1, description="fewer scored test questions fail the gate")
     require_significant_gain: bool = True  # the gain's paired bootstrap 95% interval must lie above 0
     bootstrap_samples: int = Field(1000, ge=100)
     promoted: str | None = Field(None, description="bundle of the currently promoted model, for the no-regression gate")
-    max_regression: float = Field(1.0, ge=0, description="ROUGE-L points allowed below the promoted model")
+    max_regression: float = Field(1.0, ge=0, description="points allowed below the promoted model on the questions both "
+                                                         "were scored on (ROUGE-L and exact match)")
     max_empty_rate: float = Field(0.05, ge=0, le=1)
     max_repeated_ngram_rate: float = Field(0.2, ge=0, le=1)
     min_length_ratio: float = Field(0.5, ge=0)

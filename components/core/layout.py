@@ -9,6 +9,8 @@ TEXT_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 FACT_METRICS = ("exact_match", "token_f1")
 REPORT_METRICS = TEXT_METRICS + FACT_METRICS
 GATE_METRICS = REPORT_METRICS + ("sacrebleu",)
+PER_SAMPLE_METRICS = REPORT_METRICS  # scored per question (paired comparisons); sacrebleu is corpus-level
+REGRESSION_METRICS = ("rouge-l", "exact_match")  # compared with the promoted model on shared questions
 
 # the output layout
 METRICS_DIR = Path("metrics")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from components.data.chat import IGNORE_INDEX, encode_conversation, render, with_system
-from components.data.validate import normalise_question
+from components.data.validate import normalise_question, question_id
 from components.core.atomic import atomic_dir, atomic_write_json
 from components.core.config import PrepareConfig
 
@@ -52,11 +52,11 @@ def _plain(messages: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def test_record(tokenizer, row: dict, i: int, cfg: PrepareConfig) -> dict:
+def test_record(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
     """An evaluation sample: the conversation up to its last user turn as the prompt; every reference kept."""
     messages = _plain(conversation(row)[:-1])
     prompt = render(tokenizer, with_system(messages, cfg.system_prompt), add_generation_prompt=True)
-    return {"id": row.get("id", str(i)), "question": row["question"], "answer": row["answer"],
+    return {"id": row.get("id") or question_id(row["question"]), "question": row["question"], "answer": row["answer"],
             "answers": row.get("answers") or [row["answer"]], "prompt": prompt, "messages": messages,
             "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
 
@@ -67,8 +67,7 @@ def _length_stats(lengths: list[int]) -> dict:
             "max": int(a.max())}
 
 
-def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, seed: int,
-                out_dir: str | Path) -> dict:
+def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, out_dir: str | Path) -> dict:
     """Split, render and tokenise; save a DatasetDict (train, test) and stats.json."""
     from datasets import DatasetDict
     from transformers import AutoTokenizer
@@ -79,14 +78,14 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     if (validated_dir / "test.jsonl").exists():
         train, test = rows, read_jsonl(validated_dir / "test.jsonl")
     else:
-        train, test = split_rows(rows, seed, cfg.test_fraction)
+        train, test = split_rows(rows, cfg.split_seed, cfg.test_fraction)
     if not train or not test:
         raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
 
     enc = [encode_example(tokenizer, r, cfg) for r in train]
     dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
-    train_records = [{"id": r.get("id", str(i)), **e} for i, (r, e) in enumerate(zip(train, enc)) if e["answer_tokens"] > 0]
-    test_records = [test_record(tokenizer, r, i, cfg) for i, r in enumerate(test)]
+    train_records = [{"id": r.get("id") or question_id(r["question"]), **e} for r, e in zip(train, enc) if e["answer_tokens"] > 0]
+    test_records = [test_record(tokenizer, r, cfg) for r in test]
     stats = {
         "train_rows": len(train_records), "test_rows": len(test_records),
         "dropped_no_answer_tokens": dropped,
@@ -95,6 +94,9 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
         "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
         "train_length": _length_stats([e["full_length"] for e in enc]),
         "max_length": cfg.max_length,
+        # what training is made from, by content: a checkpoint resumes only on the same token ids and labels
+        "content_sha256": hashlib.sha256(json.dumps([[r["input_ids"], r["labels"]] for r in train_records])
+                                         .encode()).hexdigest(),
     }
     ds = DatasetDict({"train": _dataset(train_records), "test": _dataset(test_records)})
     with atomic_dir(out_dir) as tmp:

@@ -176,7 +176,7 @@ def detect_keys(keys: set[str]) -> str | None:
         return "alpaca"
     if {"prompt", "response"} <= keys:
         return "chatglm"
-    if {"question", "answer"} <= keys:
+    if {"question", "answer"} <= keys or {"question", "answers"} <= keys:
         return "qa"
     if keys == {"text"} or (keys and keys <= {"text", "id", "category", "source"}):
         return "text"
@@ -303,11 +303,32 @@ def history_messages(history, where: str) -> list[dict]:
     return out
 
 
+def reference_list(obj: dict, key: str, required: bool) -> list[str]:
+    """The row's list of reference answers under `key` (open-domain QA sets: `answers`), stripped, deduplicated."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise RowError("required_fields", f"missing or null field: {key} (data.answers_field)")
+        return []
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise RowError("answers_field", f"field {key} must be a list of strings")
+    refs = list(dict.fromkeys(x.strip() for x in value if x.strip()))
+    if not refs and required:
+        raise RowError("answers_field", f"field {key} holds no non-empty answer")
+    return refs
+
+
 def to_row(obj: dict, fmt: str, cfg: DataConfig) -> dict:
     """One raw record in `fmt` as a row; raises RowError for a record that cannot be used."""
     if fmt == "qa" or (fmt == "chatglm" and cfg.history_field not in obj):
         q, a = columns(cfg, fmt)
-        return {"question": _text(obj, q), "answer": _text(obj, a)}
+        refs = reference_list(obj, cfg.answers_field or "answers", required=cfg.answers_field is not None)
+        if refs and obj.get(a) is None:  # only a list of answers: the first is the one to learn
+            return {"question": _text(obj, q), "answer": refs[0], "answers": refs}
+        row = {"question": _text(obj, q), "answer": _text(obj, a)}
+        if refs:
+            row["answers"] = list(dict.fromkeys([row["answer"].strip(), *refs]))  # every reference, the answer first
+        return row
     if fmt == "chatglm":
         q, a = columns(cfg, fmt)
         messages = history_messages(obj.get(cfg.history_field), cfg.history_field)

@@ -40,6 +40,14 @@ def normalise_question(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text)).strip()
 
 
+def question_id(question: str) -> str:
+    """A stable id for a row without one: a hash of its normalised question (unique: duplicates are quarantined),
+    so evaluations pair the same question across runs however rows are added, removed or reordered."""
+    import hashlib
+
+    return "q-" + hashlib.sha256(normalise_question(question).encode()).hexdigest()[:12]
+
+
 def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
     """The expectations, each tagged with the rule name used in quarantine reasons."""
     import great_expectations as gx
@@ -153,6 +161,8 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
                            raw if isinstance(raw, dict) else {"question": df.at[i, "question"], "answer": df.at[i, "answer"]})
         df = df.drop(index=list(bad))
     kept = [{k: r[k] for k in KEPT_FIELDS if isinstance(r.get(k), (str, list))} for r in df.to_dict("records")]
+    for r in kept:
+        r.setdefault("id", question_id(r["question"]))
     return kept, quarantine.entries, n_in, fmt
 
 

@@ -148,14 +148,15 @@ def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, sh
     from components.evaluation.evaluate import prompts_for
     from components.deploy.quantize import answers, check_variant
 
-    samples = test_samples(prepared_dir, params.export.quant_eval_samples)
+    samples = test_samples(prepared_dir, params.export.quant_eval_samples, params.prepare.split_seed)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     refs = [s.get("answers") or [s["answer"]] for s in samples]
     fp32 = answers(OnnxCausalLM(folder, threads), prompts, params.evaluate.max_new_tokens, tokenizer.eos_token_id)
     out = {}
     for v in params.export.quantize:
         out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,
-                               params.export.max_quant_rouge_l_drop, params.evaluate.language, threads, fp32)
+                               params.export.max_quant_rouge_l_drop, params.evaluate.language,
+                               params.evaluate.metric_style, threads, fp32)
         verdict = "shipped" if out[v]["passed"] else "NOT shipped"
         print(f"{v}: ROUGE-L {out[v]['rouge-l']:.2f} vs fp32 {out[v]['rouge-l_fp32']:.2f} "
               f"(limit -{out[v]['max_drop']}), {out[v]['tokens_per_s']} vs {out[v]['tokens_per_s_fp32']} tokens/s: {verdict}")
@@ -177,7 +178,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
     model, tokenizer = load_base(merged_dir)
     prefix = kv_prefix.load(merged_dir) if route(method) == "kv_prefix" else None
     shots = read_shots(merged_dir) if route(method) == "icl" else None
-    samples = test_samples(prepared_dir, params.export.parity_samples)
+    samples = test_samples(prepared_dir, params.export.parity_samples, params.prepare.split_seed)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
     metrics = {"base": json.loads((Path(eval_base_dir) / "metrics.json").read_text()),

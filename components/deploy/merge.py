@@ -53,7 +53,7 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
     set_seed(params.seed)
     model, tokenizer, name = load_trained(base_dir, train_dir)
     method = get_method(name)
-    samples = test_samples(prepared_dir, params.merge.check_samples)
+    samples = test_samples(prepared_dir, params.merge.check_samples, params.prepare.split_seed)
     seqs = [s["prompt_ids"] + tokenizer(s["answer"], add_special_tokens=False)["input_ids"] for s in samples]
     prompts = [s["prompt_ids"] for s in samples]
     n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id

@@ -41,7 +41,7 @@ def answers(lm, prompts: list[list[int]], max_new_tokens: int, eos: int | None) 
 
 
 def check_variant(folder: Path, variant: str, prompts: list[list[int]], references: list[str], tokenizer,
-                  max_new_tokens: int, max_drop: float, language: str, threads: int = 0,
+                  max_new_tokens: int, max_drop: float, language: str, style: str = "chatglm", threads: int = 0,
                   fp32: tuple[list[list[int]], float] | None = None) -> dict:
     """Write the variant into `folder` and compare it with the fp32 graph there; remove it if it fails."""
     from components.evaluation.metrics import corpus_scores
@@ -59,7 +59,7 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
 
     def rouge_l(tokens):
         preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-        return corpus_scores(preds, references, language)["rouge-l"]
+        return corpus_scores(preds, references, language, style)["rouge-l"]
 
     r32, rq = rouge_l(fp32[0]), rouge_l(quant[0])
     report = {"file": name, "samples": len(prompts), "rouge-l_fp32": round(r32, 2), "rouge-l": round(rq, 2),

@@ -14,10 +14,18 @@ from components.core.config import Params
 from components.core.runtime import set_seed, set_threads
 
 
-def test_samples(prepared_dir: str | Path, max_samples: int) -> list[dict]:
-    """The first max_samples test rows (the split is already a deterministic hash order)."""
+def test_samples(prepared_dir: str | Path, max_samples: int, seed: int) -> list[dict]:
+    """Up to max_samples test rows spread over the split, not its head: the rows whose ids hash lowest under
+    `seed` (prepare.split_seed), in file order. Adding rows keeps a picked question picked unless a new one
+    hashes lower, so subsets of two data versions share most questions."""
+    import hashlib
+
     test = load_prepared(prepared_dir)["test"]
-    return test.select(range(min(max_samples, len(test)))).to_list()
+    if max_samples >= len(test):
+        return test.to_list()
+    ids = test["id"]
+    rank = sorted(range(len(ids)), key=lambda i: hashlib.sha256(f"{seed}:{ids[i]}".encode()).digest())
+    return test.select(sorted(rank[:max_samples])).to_list()
 
 
 def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, system_prompt: str | None) -> list[list[int]]:
@@ -71,12 +79,13 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
     preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
     refs = [s["answer"] for s in samples]
     all_refs = [s.get("answers") or [s["answer"]] for s in samples]
-    per = score_samples(preds, all_refs, cfg.language)
+    per = score_samples(preds, all_refs, cfg.language, cfg.metric_style)
     metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
     metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
     metrics.update(degeneration(preds, refs, cfg.language))
     metrics["eval_loss"] = loss
-    metrics.update({"samples": len(samples), "language": cfg.language, "generation": speed})
+    metrics.update({"samples": len(samples), "language": cfg.language, "metric_style": cfg.metric_style,
+                    "generation": speed})
     out_dir = Path(out_dir)
     rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc,
              **({"references": a} if len(a) > 1 else {})} for s, r, a, p, sc in zip(samples, refs, all_refs, preds, per)]
@@ -120,5 +129,5 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
         model, tokenizer, name = load_trained(base_dir, train_dir)
         route = method_route(name)
         shots = read_shots(train_dir) if route == "icl" else None
-    samples = test_samples(prepared_dir, params.evaluate.max_samples)
+    samples = test_samples(prepared_dir, params.evaluate.max_samples, params.prepare.split_seed)
     return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots, route=route)

@@ -7,10 +7,12 @@ A failure writes the report, withdraws any stale merged model and bundle, then r
 
 from __future__ import annotations
 
-from components.core.errors import UserError
 import json
 import shutil
 from pathlib import Path
+
+from components.core.errors import UserError
+from components.core.layout import PER_SAMPLE_METRICS, REGRESSION_METRICS
 
 from components.evaluation.evaluate import read_predictions
 from components.evaluation.quality import paired_bootstrap
@@ -32,21 +34,25 @@ def _verdict(name: str, passed: bool, value: float | None, threshold, text: str,
 
 
 def _paired(a: dict[str, dict], b: dict[str, dict], metric: str, samples: int) -> dict | None:
+    """Paired bootstrap of a - b on the questions (stable ids) both were scored on; None when none are shared."""
     ids = sorted(set(a) & set(b))
-    if not ids:
+    if not ids or metric not in PER_SAMPLE_METRICS:
         return None
     return paired_bootstrap([a[i]["scores"][metric] for i in ids], [b[i]["scores"][metric] for i in ids], samples)
 
 
 def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None = None,
                 tuned_rows: dict | None = None, base_rows: dict | None = None, promoted_rows: dict | None = None) -> list[dict]:
-    """Every gate's verdict. Rows are per-sample predictions keyed by id (for the bootstrap intervals)."""
+    """Every gate's verdict. Rows are per-sample predictions keyed by question id (for the paired intervals)."""
     v = []
     if health is not None:
         ok = health.get("ok", True)
         text = "training finished with finite, stable loss" if ok else (
             f"{health['reason']} at step {health['step']} (loss {health['value']:.4g}); kept the best step {health.get('best_step')}")
         v.append(_verdict("training_health", ok, health.get("value"), "finite, no spike", text))
+    n = int(tuned.get("samples", len(tuned_rows or {})))
+    v.append(_verdict("min_samples", n >= cfg.min_samples, n, cfg.min_samples,
+                      f"{n} scored test questions (needs >= {cfg.min_samples}; fewer prove nothing)"))
     for metric, floor in cfg.min_scores.items():
         value = tuned[metric]
         v.append(_verdict(f"min_{metric}", value >= floor, round(value, 4), floor, f"{metric} = {value:.2f} (needs >= {floor:g})"))
@@ -56,22 +62,12 @@ def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None =
         ok = gain >= need
         text = f"{metric} gain over base = {gain:+.2f} (needs >= {need:g})"
         if ci:
-            text += f", 95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+            text += f", 95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}] on {ci['n']} questions"
             if cfg.require_significant_gain:
-                ok = ok and ci["low"] > 0
+                ok = ok and ci["low"] > 0 and ci["n"] >= 2
                 text += " (must exclude 0)"
         v.append(_verdict(f"gain_{metric}", ok, round(gain, 4), need, text, interval=ci))
-    if promoted_rows:
-        ci = _paired(tuned_rows or {}, promoted_rows, "rouge-l", cfg.bootstrap_samples)
-        if ci is None:
-            v.append(_verdict("no_regression", True, None, -cfg.max_regression,
-                              "promoted model was scored on other questions; not comparable", skipped=True))
-        else:
-            v.append(_verdict("no_regression", ci["mean"] >= -cfg.max_regression, ci["mean"], -cfg.max_regression,
-                              f"rouge-l vs promoted = {ci['mean']:+.2f} (needs >= {-cfg.max_regression:g}), "
-                              f"95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}] on {ci['n']} shared questions", interval=ci))
-    else:
-        v.append(_verdict("no_regression", True, None, -cfg.max_regression, "no promoted model to compare with", skipped=True))
+    v += no_regression(tuned_rows or {}, promoted_rows, cfg)
     v.append(_verdict("empty_rate", tuned["empty_rate"] <= cfg.max_empty_rate, tuned["empty_rate"], cfg.max_empty_rate,
                       f"empty answers = {tuned['empty_rate']:.1%} (needs <= {cfg.max_empty_rate:.0%})"))
     v.append(_verdict("repeated_ngrams", tuned["repeated_ngram_rate"] <= cfg.max_repeated_ngram_rate,
@@ -82,6 +78,25 @@ def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None =
                       [cfg.min_length_ratio, cfg.max_length_ratio],
                       f"answer/reference length = {lr:.2f} (needs {cfg.min_length_ratio:g}..{cfg.max_length_ratio:g})"))
     return v
+
+
+def no_regression(tuned_rows: dict, promoted_rows: dict | None, cfg: GatesConfig) -> list[dict]:
+    """One verdict per REGRESSION_METRICS: the tuned model against the promoted one on the questions both answered."""
+    if not promoted_rows:
+        return [_verdict("no_regression", True, None, -cfg.max_regression, "no promoted model to compare with", skipped=True)]
+    out = []
+    for metric in REGRESSION_METRICS:
+        ci = _paired(tuned_rows, promoted_rows, metric, cfg.bootstrap_samples)
+        if ci is None:
+            out.append(_verdict(f"no_regression_{metric}", True, None, -cfg.max_regression,
+                                "the promoted model was scored on other questions: no shared question to compare",
+                                skipped=True))
+            continue
+        out.append(_verdict(f"no_regression_{metric}", ci["mean"] >= -cfg.max_regression, ci["mean"], -cfg.max_regression,
+                            f"{metric} vs promoted = {ci['mean']:+.2f} (needs >= {-cfg.max_regression:g}), "
+                            f"95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}] on the {ci['n']} questions both answered",
+                            interval=ci))
+    return out
 
 
 def gates_markdown(report: dict) -> str:

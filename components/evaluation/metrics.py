@@ -2,10 +2,14 @@
 
 Per sample: ROUGE F-scores from rouge-chinese on jieba tokens joined by spaces; BLEU-4 from
 nltk's sentence_bleu on characters with SmoothingFunction().method3; each x100 and rounded to
-4 decimals, then averaged over samples. An empty prediction or reference scores 0. For English
-the text is lower-cased before jieba splits it into words, so ROUGE is word-level and case-blind.
-Secondary figures: corpus BLEU from sacrebleu, exact match and token F1 (SQuAD-style; characters
-for Chinese).
+4 decimals, then averaged over samples. An empty prediction or reference scores 0 (ChatGLM's
+script raises there; LLaMA-Factory guards it the same way).
+
+Two styles (`evaluate.metric_style`): "chatglm" (the default) is exactly that formula, case kept;
+"normalised" first lower-cases and strips punctuation and English articles (SQuAD-style), so
+"paris." and "Paris" agree. Every report names its style.
+Secondary figures: corpus BLEU from sacrebleu, exact match and token F1 (SQuAD-style normalisation
+in both styles; characters for Chinese).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import Counter
 from statistics import fmean
 
 ZH_PUNCT = "，。！？；：、“”‘’（）《》【】—…·「」『』"
+STYLES = ("chatglm", "normalised")
 
 
 def _jieba():
@@ -26,16 +31,24 @@ def _jieba():
     return jieba
 
 
-def rouge_tokens(text: str, language: str = "en") -> str:
-    """jieba tokens joined by spaces (lower-cased first for English)."""
-    return " ".join(_jieba().cut(text.lower() if language == "en" else text))
+def styled(text: str, language: str = "en", style: str = "chatglm") -> str:
+    """The text the reference metrics see: as it is (chatglm) or SQuAD-normalised (normalised)."""
+    if style not in STYLES:
+        raise ValueError(f"evaluate.metric_style {style!r}: choose from {', '.join(STYLES)}")
+    return text if style == "chatglm" else normalise_answer(text, language)
 
 
-def sample_scores(prediction: str, reference: str, language: str = "en") -> dict[str, float]:
-    """Scores of one prediction against one reference, x100 (for "zh", the reference formula exactly)."""
+def rouge_tokens(text: str, language: str = "en", style: str = "chatglm") -> str:
+    """jieba tokens joined by spaces, as ChatGLM's compute_metrics builds them."""
+    return " ".join(_jieba().cut(styled(text, language, style)))
+
+
+def sample_scores(prediction: str, reference: str, language: str = "en", style: str = "chatglm") -> dict[str, float]:
+    """BLEU-4 and ROUGE-1/2/L of one prediction against one reference, x100 (style "chatglm": the reference formula)."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
 
+    prediction, reference = styled(prediction, language, style), styled(reference, language, style)
     hyp, ref = rouge_tokens(prediction, language), rouge_tokens(reference, language)
     if not hyp.split() or not ref.split():
         rouge = {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
@@ -74,14 +87,15 @@ def token_f1(prediction: str, reference: str, language: str = "en") -> float:
     return round(100 * 2 * precision * recall / (precision + recall), 4)
 
 
-def _one(p: str, r: str, language: str) -> dict[str, float]:
-    s = sample_scores(p, r, language)
+def _one(p: str, r: str, language: str, style: str) -> dict[str, float]:
+    s = sample_scores(p, r, language, style)
     s["exact_match"] = 100.0 * (normalise_answer(p, language) == normalise_answer(r, language))
     s["token_f1"] = token_f1(p, r, language)
     return s
 
 
-def score_samples(predictions: list[str], references: list[str | list[str]], language: str = "en") -> list[dict[str, float]]:
+def score_samples(predictions: list[str], references: list[str | list[str]], language: str = "en",
+                  style: str = "chatglm") -> list[dict[str, float]]:
     """Per-sample scores: the four reference metrics, exact match and token F1.
 
     A sample with several references is scored against the one it matches best (highest ROUGE-L,
@@ -92,7 +106,7 @@ def score_samples(predictions: list[str], references: list[str | list[str]], lan
     out = []
     for p, r in zip(predictions, references):
         refs = [r] if isinstance(r, str) else list(r)
-        out.append(max((_one(p, x, language) for x in refs), key=lambda s: (s["rouge-l"], s["bleu-4"])))
+        out.append(max((_one(p, x, language, style) for x in refs), key=lambda s: (s["rouge-l"], s["bleu-4"])))
     return out
 
 
@@ -106,11 +120,12 @@ def corpus_bleu(predictions: list[str], references: list[str | list[str]], langu
     return round(sacrebleu.corpus_bleu(predictions, streams, tokenize="zh" if language == "zh" else "13a").score, 4)
 
 
-def corpus_scores(predictions: list[str], references: list[str], language: str = "en") -> dict[str, float]:
+def corpus_scores(predictions: list[str], references: list[str], language: str = "en",
+                  style: str = "chatglm") -> dict[str, float]:
     """Means of the per-sample scores plus sacrebleu's corpus BLEU."""
     if not predictions:
         raise ValueError("no samples to score")
-    per = score_samples(predictions, references, language)
+    per = score_samples(predictions, references, language, style)
     out = {name: round(fmean(s[name] for s in per), 4) for name in per[0]}
     out["sacrebleu"] = corpus_bleu(predictions, references, language)
     return out

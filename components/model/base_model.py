@@ -6,10 +6,11 @@ a local directory (optionally with a GGUF file in it), or a hub model id.
 
 from __future__ import annotations
 
-from components.core.errors import UserError
 import importlib.util
 import json
 from pathlib import Path
+
+from components.core.errors import UserError
 
 from components.core.atomic import atomic_dir
 from components.core.config import ModelConfig
@@ -99,6 +100,15 @@ def materialise(cfg: ModelConfig, out_dir: str | Path) -> dict:
         tokenizer.save_pretrained(tmp)
         (tmp / "peftpipe_source.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def load_tokenizer(base_dir: str | Path, cfg: ModelConfig):
+    """The materialised base model's tokenizer when there is one, else the configured source's."""
+    from transformers import AutoTokenizer
+
+    if (Path(base_dir) / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(base_dir)
+    return AutoTokenizer.from_pretrained(**resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
 
 
 def load_base(path: str | Path):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from components.training import distributed as dist
-from components.methods import Context, after_step, get_method, load_extra_state, save_extra_state, trains
+from components.methods import Context, after_step, get_method, trains
+from components.training.checkpoints import clear_checkpoints, latest_checkpoint, load_checkpoint, made_from, save_checkpoint, trainable_state
 from components.model.trained import count_parameters, save_trained
 from components.data.prepare import IGNORE_INDEX, load_prepared
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
@@ -184,66 +184,6 @@ def speed_options(model, cfg) -> None:
             layer.compile(dynamic=True)
 
 
-def fingerprint(params: Params, prepared_dir: Path, base_dir: Path) -> str:
-    """What a checkpoint must match to be resumed (not the process count: N processes train as one does)."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"seed": params.seed, "train": params.train.model_dump(mode="json", exclude={"processes"})}, sort_keys=True).encode())
-    for f in (prepared_dir / "stats.json", base_dir / "config.json"):
-        h.update(f.read_bytes() if f.exists() else b"")
-    return h.hexdigest()[:16]
-
-
-def trainable_state(model) -> dict:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(ckpt_root: Path, step: int, fp: str, model, optimizer, scheduler, method, keep: int = 2,
-                    rank_rng: list | None = None) -> None:
-    """Write a checkpoint; `rank_rng` (every rank's torch RNG state, data-parallel runs) is kept beside rank 0's."""
-    import torch
-    from safetensors.torch import save_file
-
-    with atomic_dir(ckpt_root / f"step-{step:06d}") as tmp:
-        save_file(trainable_state(model), tmp / "trainable.safetensors")
-        save_extra_state(method, model, tmp / "method_state.safetensors")
-        save_file({"torch": torch.get_rng_state(), **{f"rank{r}": t for r, t in enumerate(rank_rng or [])}},
-                  tmp / "rng.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        atomic_write_json(tmp / "state.json", {"step": step, "fingerprint": fp, "scheduler": scheduler.state_dict()})
-    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def latest_checkpoint(ckpt_root: Path, fp: str) -> Path | None:
-    """Newest complete checkpoint with a matching fingerprint; partial ones are skipped."""
-    for d in sorted(ckpt_root.glob("step-*"), reverse=True):
-        try:
-            state = json.loads((d / "state.json").read_text())
-            if state["fingerprint"] == fp and all((d / f).exists() for f in ("trainable.safetensors", "optimizer.pt", "rng.safetensors")):
-                return d
-        except (OSError, ValueError, KeyError):
-            continue
-    return None
-
-
-def load_checkpoint(d: Path, model, optimizer, scheduler, method, rank: int = 0) -> int:
-    import torch
-    from safetensors.torch import load_file
-
-    state = json.loads((d / "state.json").read_text())
-    weights = load_file(d / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t)
-    optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(d / "rng.safetensors")
-    torch.set_rng_state(rng.get(f"rank{rank}", rng["torch"]))
-    load_extra_state(method, model, d / "method_state.safetensors")
-    return int(state["step"])
-
-
 def _sharded_loss(model, batch: dict, autocast, world: int):
     """This rank's share of a step's loss, scaled so DDP's gradient average is the whole batch's gradient.
 
@@ -266,89 +206,126 @@ def _curve_until(path: Path, step: int) -> list[str]:
     return [line for line in path.read_text().splitlines(keepends=True)[1:] if int(line.split("\t", 1)[0]) <= step]
 
 
-def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path,
-              ckpt_dir: str | Path, progress: bool = True) -> dict:
-    """Train with the configured method; write the adapter (or full model) and train metrics."""
+@dataclass
+class TrainRun:
+    """What `setup` builds and `loop` and `finish` use."""
+
+    params: Params
+    method: ModuleType
+    model: object
+    tokenizer: object
+    rows: list[dict]
+    out_dir: Path
+    ckpt_root: Path
+    curve_path: Path
+    threads: int
+    acc: object = None  # an accelerate Accelerator in a data-parallel group, else None
+    world: int = 1
+    rank: int = 0
+    schedule: list[list[int]] = field(default_factory=list)
+    opt: object = None
+    sched: object = None
+    precision: str = "fp32"
+    autocast: object = None
+    parts: dict = field(default_factory=dict)
+    start: int = 0
+    fwd: object = None  # what runs forward/backward (DDP-wrapped in a group); `model` stays the plain module
+    trainable: int = 0
+    total: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0  # only the main process writes files
+
+
+@dataclass
+class LoopResult:
+    losses: list[float]
+    health: Health
+    best: dict
+    real_tokens: int
+    computed_tokens: int
+    rank_tokens: list[int]
+    wall: float
+
+
+def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckpt_dir: Path) -> TrainRun:
+    """Seed, load the base model, apply the method, build optimizer and schedule, resume a matching checkpoint."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     from components.model.base_model import load_base
 
     cfg = params.train
-    base_dir, prepared_dir, out_dir, ckpt_dir = map(Path, (base_dir, prepared_dir, out_dir, ckpt_dir))
     acc = dist.accelerator()  # data-parallel (DDP over gloo) inside a launched group of >1 processes, else None
     world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
-    main = rank == 0  # only the main process writes files
     threads = set_threads(cfg.threads or dist.default_threads())
-    set_seed(params.seed)  # the same seed on every rank: every rank builds the same model
+    set_seed(params.seed)  # before any model or adapter is built; the same seed on every rank
     model, tokenizer = load_base(base_dir)
-    method = get_method(cfg.method)
-    train = load_prepared(prepared_dir)["train"]
-    rows = train.to_list()
-    curve_path = out_dir.parent / f"{out_dir.name}_curve.tsv"
-    if not trains(method) and not main:
-        return {"method": cfg.method, "steps": 0, "rank": rank}
-    if not trains(method):  # in-context learning: nothing to train (an empty loss curve, no checkpoints)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(curve_path, "step\tloss\tlr\n")
-        with atomic_dir(out_dir) as tmp:
-            info = method.write(tmp, rows, cfg.method_config(), params.seed)
-            save_trained(cfg.method, model, tokenizer, tmp)
-            metrics = {"method": cfg.method, "steps": 0, "trainable_params": 0,
-                       "total_params": count_parameters(model)[1], **info}
-            atomic_write_json(tmp / "metrics.json", metrics)
-        return metrics
-    model = method.apply(model, cfg.method_config(), Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
-    trainable, total = count_parameters(model)
+    run = TrainRun(params, get_method(cfg.method), model, tokenizer, load_prepared(prepared_dir)["train"].to_list(),
+                   out_dir, ckpt_dir, out_dir.parent / f"{out_dir.name}_curve.tsv", threads, acc, world, rank)
+    if not trains(run.method):
+        return run
+    run.model = model = run.method.apply(model, cfg.method_config(),
+                                         Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
+    run.trainable, run.total = count_parameters(model)
     model.train()
     speed_options(model, cfg)
     if cfg.packing and _decoder_and_head(model) is None:
         raise ValueError(f"train.packing needs a method whose adapters sit inside the model's layers, not {cfg.method}")
     if cfg.packing and world > 1:  # the DDP path runs the model's own forward, which keeps a KV cache: no packed mask
         raise ValueError("train.packing runs in one process (train.processes=1)")
-
-    schedule = batch_schedule([r["length"] for r in rows], cfg.batch_size, cfg.steps, params.seed, cfg.group_by_length)
-    if world > 1 and min(map(len, schedule)) < world:
+    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, cfg.steps, params.seed, cfg.group_by_length)
+    if world > 1 and min(map(len, run.schedule)) < world:
         raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(), weight_decay=cfg.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
-    precision = resolve_precision(cfg.precision)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(),
+                                weight_decay=cfg.weight_decay)
+    run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
+    run.precision = resolve_precision(cfg.precision)
+    run.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
 
-    fp = fingerprint(params, prepared_dir, base_dir)
-    ckpt_root = ckpt_dir
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    start = 0
-    resume_from = latest_checkpoint(ckpt_root, fp)
+    run.parts = made_from(params, prepared_dir, base_dir, run.precision)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume_from, why_not = latest_checkpoint(ckpt_dir, run.parts)
+    if why_not and run.main:
+        print(f"train: {why_not}; starting at step 0")
     if resume_from is not None:
-        start = load_checkpoint(resume_from, model, opt, sched, method, rank)
-        if main:
-            print(f"resuming from {resume_from} (step {start})")
-    fwd = model  # what runs forward/backward; `model` stays the unwrapped module for every other use
+        run.start = load_checkpoint(resume_from, model, run.opt, run.sched, run.method, rank)
+        if run.main:
+            print(f"resuming from {resume_from} (step {run.start})")
+    run.fwd = model
     if acc:
-        dist.check_agree(start, "the step to resume from")
-        fwd = acc.prepare_model(model)  # DDP: gradients averaged over the ranks in backward()
+        dist.check_agree(run.start, "the step to resume from")
+        run.fwd = acc.prepare_model(model)  # DDP: gradients averaged over the ranks in backward()
+    return run
 
+
+def loop(run: TrainRun, progress: bool = True) -> LoopResult:
+    """Train from run.start to train.steps: loss curve, health checks, the best weights, checkpoints."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, model, main = run.params.train, run.model, run.main
     health = Health(cfg.spike_factor, cfg.spike_warmup)
-    best = {"step": start, "loss": float("inf"), "state": trainable_state(model)}
+    best = {"step": run.start, "loss": float("inf"), "state": trainable_state(model)}
     if main:
-        kept = _curve_until(curve_path, start)  # a resumed run drops the steps it is about to redo
-        atomic_write_text(curve_path, "step\tloss\tlr\n" + "".join(kept))
-    curve = open(curve_path if main else os.devnull, "a", encoding="utf-8")
+        kept = _curve_until(run.curve_path, run.start)  # a resumed run drops the steps it is about to redo
+        atomic_write_text(run.curve_path, "step\tloss\tlr\n" + "".join(kept))
     losses: list[float] = []
     real_tokens = computed_tokens = 0
+    trainable = [p for p in model.parameters() if p.requires_grad]
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.method}", disable=not (progress and main), initial=start, total=cfg.steps)
-    with curve:
+    bar = tqdm(range(run.start, cfg.steps), desc=f"train {cfg.method}", disable=not (progress and main),
+               initial=run.start, total=cfg.steps)
+    with open(run.curve_path if main else os.devnull, "a", encoding="utf-8") as curve:
         for step in bar:
-            batch, real = make_batch([rows[i] for i in schedule[step][rank::world]], tokenizer.pad_token_id, cfg.packing,
-                                     params.prepare.max_length)
-            if acc is None:
-                loss = lm_loss(model, batch, autocast)
+            batch, real = make_batch([run.rows[i] for i in run.schedule[step][run.rank::run.world]],
+                                     run.tokenizer.pad_token_id, cfg.packing, run.params.prepare.max_length)
+            if run.acc is None:
+                loss = lm_loss(model, batch, run.autocast)
                 value = float(loss.detach())
             else:
-                loss, value = _sharded_loss(fwd, batch, autocast, world)
+                loss, value = _sharded_loss(run.fwd, batch, run.autocast, run.world)
             if not health.check(step + 1, value):
                 bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
                 break
@@ -356,45 +333,79 @@ def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, ou
             if value < best["loss"]:  # the weights are not updated yet: this loss is theirs
                 best = {"step": step, "loss": value, "state": trainable_state(model)}
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            after_step(method, model, step + 1)
-            opt.zero_grad(set_to_none=True)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            run.opt.step()
+            run.sched.step()
+            after_step(run.method, model, step + 1)
+            run.opt.zero_grad(set_to_none=True)
             real_tokens += real
             computed_tokens += batch["input_ids"].numel()
-            curve.write(f"{step + 1}\t{value:.6f}\t{sched.get_last_lr()[0]:.6g}\n")
+            curve.write(f"{step + 1}\t{value:.6f}\t{run.sched.get_last_lr()[0]:.6g}\n")
             curve.flush()
             bar.set_postfix(loss=f"{value:.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                rank_rng = dist.all_gather(torch.get_rng_state()) if acc else None
+                rank_rng = dist.all_gather(torch.get_rng_state()) if run.acc else None
                 if main:
-                    save_checkpoint(ckpt_root, step + 1, fp, model, opt, sched, method, rank_rng=rank_rng)
+                    save_checkpoint(run.ckpt_root, step + 1, run.parts, model, run.opt, run.sched, run.method,
+                                    rank_rng=rank_rng)
     wall = time.perf_counter() - t0
     rank_tokens = [real_tokens]
-    if acc:  # throughput counts every rank's tokens
+    if run.acc:  # throughput counts every rank's tokens
         rank_tokens = dist.all_gather(real_tokens)
         real_tokens, computed_tokens = sum(rank_tokens), sum(dist.all_gather(computed_tokens))
-    if health.problem:  # keep the best weights seen before the run went wrong
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, t in best["state"].items():
-                named[n].copy_(t)
+    return LoopResult(losses, health, best, real_tokens, computed_tokens, rank_tokens, wall)
 
-    tail = [x for x in losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
+
+def finish(run: TrainRun, res: LoopResult) -> dict:
+    """Restore the best weights if training went wrong; write the trained weights and metrics; drop checkpoints."""
+    import torch
+
+    cfg, health = run.params.train, res.health
+    if health.problem:  # keep the best weights seen before the run went wrong
+        named = dict(run.model.named_parameters())
+        with torch.no_grad():
+            for n, t in res.best["state"].items():
+                named[n].copy_(t)
+    tail = [x for x in res.losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
     metrics = {
-        "method": cfg.method, "family": method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps, "resumed_at": start, "final_loss": round(float(np.mean(tail)), 5),
-        "first_loss": round(losses[0], 5) if losses else None, "trainable_params": trainable, "total_params": total,
-        "precision": precision, "threads": threads, "wall_s": round(wall, 2),
-        "tokens_per_s": round(real_tokens / wall, 2) if wall else None,
-        "padding_fraction": round(1 - real_tokens / computed_tokens, 4) if computed_tokens else None,
-        "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": best["step"]},
-        "world_size": world, **({"tokens_per_rank": rank_tokens} if world > 1 else {}),
+        "method": cfg.method, "family": run.method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps,
+        "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
+        "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
+        "total_params": run.total, "precision": run.precision, "threads": run.threads, "wall_s": round(res.wall, 2),
+        "tokens_per_s": round(res.real_tokens / res.wall, 2) if res.wall else None,
+        "padding_fraction": round(1 - res.real_tokens / res.computed_tokens, 4) if res.computed_tokens else None,
+        "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": res.best["step"]},
+        "world_size": run.world, **({"tokens_per_rank": res.rank_tokens} if run.world > 1 else {}),
+        "data_sha256": run.parts["data_sha256"],
     }
-    if main:
-        with atomic_dir(out_dir) as tmp:
-            save_trained(cfg.method, model, tokenizer, tmp)
+    if run.main:
+        with atomic_dir(run.out_dir) as tmp:
+            save_trained(cfg.method, run.model, run.tokenizer, tmp)
             atomic_write_json(tmp / "metrics.json", metrics)
-    if acc:
+        clear_checkpoints(run.ckpt_root)
+    if run.acc:
         dist.barrier()  # the other ranks end once the main process has written the outputs
     return metrics
+
+
+def write_untrained(run: TrainRun) -> dict:
+    """A method that trains nothing (in-context learning): its files, an empty loss curve, no checkpoints."""
+    cfg = run.params.train
+    run.ckpt_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.curve_path, "step\tloss\tlr\n")
+    with atomic_dir(run.out_dir) as tmp:
+        info = run.method.write(tmp, run.rows, cfg.method_config(), run.params.seed)
+        save_trained(cfg.method, run.model, run.tokenizer, tmp)
+        metrics = {"method": cfg.method, "steps": 0, "trainable_params": 0,
+                   "total_params": count_parameters(run.model)[1], **info}
+        atomic_write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def run_train(params: Params, base_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path,
+              ckpt_dir: str | Path, progress: bool = True) -> dict:
+    """Train with the configured method; write the adapter (or full model) and train metrics."""
+    run = setup(params, *map(Path, (base_dir, prepared_dir, out_dir, ckpt_dir)))
+    if not trains(run.method):
+        return write_untrained(run) if run.main else {"method": params.train.method, "steps": 0, "rank": run.rank}
+    return finish(run, loop(run, progress))

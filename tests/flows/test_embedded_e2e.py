@@ -2,12 +2,10 @@
 
 import json
 import shutil
-import sys
 
 import pytest
 
-from conftest import ROOT, make_project
-from test_pipeline_e2e import BIN, ran_stages, sh
+from conftest import BIN, ROOT, make_project, ran_stages, sh
 
 pytestmark = pytest.mark.embedded
 
@@ -19,7 +17,8 @@ def embedded_run(tmp_path_factory):
     overrides = ["train.steps=8", "train.batch_size=8", "train.checkpoint_every=4", "evaluate.max_samples=16",
                  "evaluate.max_new_tokens=24", "export.max_new_tokens=12", "export.parity_samples=2",
                  "merge.check_samples=2", "export.quant_eval_samples=4", "gates.min_scores.rouge-l=30", "gates.min_gain.rouge-l=0",
-                 "gates.require_significant_gain=false"]
+                 "gates.require_significant_gain=false", "gates.min_scores.exact_match=0", "gates.min_gain.exact_match=-100",
+                 "gates.min_samples=16"]  # 8 steps: a smoke run, not a model that knows the facts
     proc = sh([str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)], proj)
     return proj, proc.stdout + proc.stderr
 

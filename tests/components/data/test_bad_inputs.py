@@ -1,4 +1,4 @@
-"""Bad-input corpus (tests/bad_inputs): every case through `peftpipe stage validate`, in-process.
+"""Bad-input corpus (tests/components/data/bad_inputs): every case through `peftpipe stage validate`, in-process.
 
 Each case ends in one clear `peftpipe: error:` line naming file, row and rule, or in quarantine entries
 with rule and reason and rows_in == rows_kept + rows_quarantined; never in a traceback.
@@ -16,8 +16,9 @@ import yaml
 
 from peftpipe.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "tests" / "bad_inputs"
+from conftest import ROOT
+
+CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))
 
 

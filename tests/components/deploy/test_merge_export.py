@@ -92,7 +92,7 @@ def test_batched_onnx_decoding_equals_one_at_a_time(exported):
 
     p, _, _ = exported
     lm = OnnxCausalLM(p.paths.bundle)
-    prompts = [s["prompt_ids"] for s in test_samples(p.paths.prepared, 6)]
+    prompts = [s["prompt_ids"] for s in test_samples(p.paths.prepared, 6, p.prepare.split_seed)]
     assert len({len(x) for x in prompts}) > 1  # different lengths: left padding is exercised
     eos = json.loads((Path(p.paths.bundle) / "generation_config.json").read_text())["eos_token_id"]
     assert lm.generate_batch(prompts, 8, eos) == [lm.generate(x, 8, eos) for x in prompts]
@@ -124,7 +124,7 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     shutil.copytree(p.paths.bundle, folder)
     (folder / "model.int8.onnx").unlink()
     tok = AutoTokenizer.from_pretrained(folder)
-    samples = test_samples(p.paths.prepared, 4)
+    samples = test_samples(p.paths.prepared, 4, p.prepare.split_seed)
     refs = [s["answer"] for s in samples]
     perfect = ([tok(r, add_special_tokens=False)["input_ids"] for r in refs], 1.0)
     report = check_variant(folder, "int8", [s["prompt_ids"] for s in samples], refs, tok, 8, 1.0, "en", fp32=perfect)

@@ -3,29 +3,17 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
 from safetensors.torch import load_file
 
 from components.model.base_model import materialise
 from components.data.prepare import run_prepare
 from components.training.train import run_train
 from components.data.validate import run_validate
-from conftest import tiny_params
-from components.core.config import params_dict
+from conftest import BIN, project_with, tiny_params
 
-BIN = Path(sys.executable).parent
-
-
-def project_with(params, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    raw = {**params_dict(params), "allow_outside_project": True}  # the test's data and outputs live in tmp
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return folder
 
 
 def curve_steps(path: Path) -> int:
@@ -53,7 +41,7 @@ def test_sigkill_at_several_points_then_resume_equals_clean_run(tiny_model_dir, 
     p = tiny_params(tmp_path, tiny_model_dir, ["train.steps=30", "train.checkpoint_every=5", "train.batch_size=16"])
     materialise(p.model, p.paths.base_model)
     run_validate(p.data, p.validate_, p.paths.validated)
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
 
     clean = p.model_copy(deep=True)
     clean.paths.train = str(tmp_path / "clean" / "train")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from components.data.readers import DataError, detect_format
-from components.data.validate import run_validate
+from components.data.validate import question_id, run_validate
 from components.core.config import DataConfig, ValidateConfig
 
 N = 12
@@ -80,7 +80,8 @@ def test_text_format_splits_dolly_lines(tmp_path):
     rows = [{"text": f"### Human: Why is sky {i} blue? ### Assistant: Because of scattering {i}."} for i in range(N)]
     rows.append({"text": "no markers at all"})
     report, kept, q = validate(tmp_path, jsonl(tmp_path / "d.jsonl", rows))
-    assert report["format"] == "text" and kept[0] == {"question": "Why is sky 0 blue?", "answer": "Because of scattering 0."}
+    assert report["format"] == "text" and kept[0] == {"question": "Why is sky 0 blue?", "answer": "Because of scattering 0.",
+                                                      "id": question_id("Why is sky 0 blue?")}
     assert q[0]["rule"] == "text_pattern"
 
 
@@ -135,3 +136,43 @@ def test_data_inspect_cli_reports_and_writes_data_docs(tiny_model_dir, tmp_path,
     assert 0 < report["truncation_rate"] <= 1 and sum(b["rows"] for b in report["tokens"]["histogram"]) == N
     assert (tmp_path / "insp" / "data_docs" / "index.html").exists()
     assert "rows quarantined" in capsys.readouterr().out
+
+
+def test_rows_with_a_list_of_answers_keep_every_reference(tmp_path):
+    """Open-domain QA rows {"question", "answer", "answers": [...]}: every reference is kept (answer first) and
+    an answers-only row learns its first answer; a non-list answers field is quarantined with its rule."""
+    rows = [{"question": f"Who wrote book {i}?", "answer": f"Author {i}", "answers": [f"Author {i}", f"A. {i}", " "]}
+            for i in range(12)]
+    rows += [{"question": "Who painted it?", "answers": ["Monet", "Claude Monet"]},
+             {"question": "Who sang it?", "answer": "Joni", "answers": "Joni Mitchell"}]
+    f = tmp_path / "qa.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = run_validate(DataConfig(path=str(f)), ValidateConfig(), tmp_path / "out")
+    kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert report["format"] == "qa" and report["rows_in"] == 14 == report["rows_kept"] + report["rows_quarantined"]
+    assert kept[0]["answers"] == ["Author 0", "A. 0"] and kept[0]["answer"] == "Author 0"
+    assert kept[12]["answer"] == "Monet" and kept[12]["answers"] == ["Monet", "Claude Monet"]
+    q = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    assert [(e["row"], e["rule"]) for e in q] == [(14, "answers_field")]
+    # a named field: data.answers_field
+    g = tmp_path / "named.jsonl"
+    g.write_text("".join(json.dumps({"question": r["question"], "answer": r.get("answer", "x"), "aliases": [r.get("answer", "x"), "alt"]}) + "\n"
+                         for r in rows[:12]))
+    run_validate(DataConfig(path=str(g), answers_field="aliases"), ValidateConfig(), tmp_path / "named")
+    assert json.loads((tmp_path / "named" / "train.jsonl").read_text().splitlines()[0])["answers"] == ["Author 0", "alt"]
+
+
+def test_rows_without_ids_get_stable_ids_from_their_question(tmp_path):
+    """Ids come from the normalised question, so adding or reordering rows never changes which id a question has."""
+    rows = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(12)]
+
+    def ids(rows, name):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        run_validate(DataConfig(path=str(f)), ValidateConfig(), tmp_path / name)
+        return {r["question"]: r["id"] for r in map(json.loads, (tmp_path / name / "train.jsonl").read_text().splitlines())}
+
+    before = ids(rows, "a")
+    after = ids([{"question": "What is 100 plus 1?", "answer": "101"}] + rows[::-1], "b")
+    assert len(set(before.values())) == 12 and all(after[q] == i for q, i in before.items())
+    assert before["What is 3 plus 3?"] == question_id("what is 3 plus 3") == ids([{"question": "WHAT is 3 plus 3 ?", "answer": "6"}] + rows[:3] + rows[4:], "c")["WHAT is 3 plus 3 ?"]

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ def prepared(tiny_model_dir, tmp_path_factory):
     p = tiny_params(tmp, tiny_model_dir)
     materialise(p.model, p.paths.base_model)
     run_validate(p.data, p.validate_, p.paths.validated)
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
     return tmp, p
 
 
@@ -90,6 +91,75 @@ def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeyp
     assert metrics["resumed_at"] == 10
     a, b = adapter(tmp_path / "clean"), adapter(tmp_path / "crash")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def _crash_at_call(monkeypatch, n: int):
+    real, calls = train_mod.collate, {"n": 0}
+
+    def crashing_collate(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "collate", crashing_collate)
+    return real
+
+
+def test_changed_data_never_resumes_a_stale_checkpoint(prepared, tmp_path, monkeypatch, capsys):
+    """One training answer changed to a wrong fact of the same length (as a user edits data/qa.jsonl): the train
+    stage starts at step 0 and says in one line why the checkpoint was not used; the finished run keeps none."""
+    from components.data.prepare import in_test_split, read_jsonl
+
+    _, p = prepared
+    assert p.train.checkpoint_every < p.train.steps
+    real = _crash_at_call(monkeypatch, 15)  # a checkpoint at step 10, then a crash
+    with pytest.raises(KeyboardInterrupt):
+        train(p, tmp_path)
+    monkeypatch.setattr(train_mod, "collate", real)
+    assert (tmp_path / "ckpt" / "step-000010").is_dir()
+
+    rows = read_jsonl(Path(p.paths.validated) / "train.jsonl")
+    i = next(i for i, r in enumerate(rows) if not in_test_split(r["question"], p.prepare.split_seed, p.prepare.test_fraction)
+             and any(c.isdigit() for c in r["answer"]))
+    old = rows[i]["answer"]
+    d = next(c for c in old if c.isdigit())
+    rows[i]["answer"] = old.replace(d, str((int(d) + 6) % 10), 1)  # same length, another fact
+    assert len(rows[i]["answer"]) == len(old) and rows[i]["answer"] != old
+    edited = tmp_path / "validated"
+    edited.mkdir()
+    (edited / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    q = p.model_copy(deep=True)
+    q.paths.prepared = str(tmp_path / "prepared")
+    run_prepare(edited, p.paths.base_model, p.prepare, q.paths.prepared)
+    capsys.readouterr()
+    m = train(q, tmp_path)
+    said = capsys.readouterr().out
+    assert m["resumed_at"] == 0
+    assert "not resuming" in said and "the prepared data's content" in said and "resuming from" not in said
+    assert not list((tmp_path / "ckpt").glob("step-*"))  # a finished run's checkpoints seed no other run
+
+
+def test_other_params_or_base_weights_are_named_when_a_checkpoint_is_skipped(prepared, tmp_path):
+    from components.training.checkpoints import _what_changed, made_from
+
+    _, p = prepared
+    parts = made_from(p, Path(p.paths.prepared), Path(p.paths.base_model), "fp32")
+    assert _what_changed(parts, parts) == "it was written by an older peftpipe"
+    lr = {**parts, "train": {**parts["train"], "lr": 0.5}}
+    assert _what_changed(parts, lr) == "train.lr"
+    assert _what_changed(parts, {**parts, "base_model_sha256": "0" * 64, "precision": "bf16"}) == \
+        "the base model's weights, the precision"
+    # the base model's hash is its content: one changed weight byte changes it
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(p.paths.base_model, base)
+    weights = base / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    assert made_from(p, Path(p.paths.prepared), base, "fp32")["base_model_sha256"] != parts["base_model_sha256"]
 
 
 def test_full_fine_tuning_saves_whole_model(prepared, tmp_path):

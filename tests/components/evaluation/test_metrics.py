@@ -5,14 +5,15 @@ import pytest
 from components.evaluation.metrics import corpus_scores, sample_scores
 
 
-def reference_formula(pred: str, label: str, lowercase: bool = False) -> dict:
-    """ChatGLM's compute_metrics, written out independently (with LLaMA-Factory's empty-text guard)."""
+def reference_formula(pred: str, label: str) -> dict:
+    """ChatGLM's ptuning/main.py compute_metrics for one pair, written out independently: jieba on the text as it
+    is (no lower-casing), rouge_chinese on the tokens joined by spaces, nltk BLEU-4 on characters with method3;
+    with LLaMA-Factory's guard for empty text (ChatGLM's script raises there)."""
     import jieba
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_chinese import Rouge
 
-    hyp = list(jieba.cut(pred.lower() if lowercase else pred))
-    ref = list(jieba.cut(label.lower() if lowercase else label))
+    hyp, ref = list(jieba.cut(pred)), list(jieba.cut(label))
     if len(" ".join(hyp).split()) == 0 or len(" ".join(ref).split()) == 0:
         scores = {"rouge-1": {"f": 0.0}, "rouge-2": {"f": 0.0}, "rouge-l": {"f": 0.0}}
     else:
@@ -25,30 +26,37 @@ def reference_formula(pred: str, label: str, lowercase: bool = False) -> dict:
 
 PAIRS = [
     ("The capital of France is Paris.", "The capital of France is Paris."),
+    ("the capital of france is paris.", "The capital of France is Paris."),  # case differs: 57.14 in ChatGLM's
     ("Paris is the capital.", "The capital of France is Paris."),
+    ("PARIS, France!", "Paris, France."),
     ("", "The capital."),
     ("The capital.", ""),
     ("...", "Yes."),
+    ("!?", "..."),
     ("北京是中国的首都。", "中国的首都是北京。"),
     ("我不知道", "中国的首都是北京。"),
+    ("北京 is the capital of 中国.", "The capital of China is 北京."),
     ("word " * 300, "word"),
 ]
 
 
+@pytest.mark.parametrize("language", ["en", "zh"])
 @pytest.mark.parametrize("pred, label", PAIRS)
-def test_matches_reference_formula(pred, label):
-    ours, ref = sample_scores(pred, label, "zh"), reference_formula(pred, label)
+def test_chatglm_style_matches_the_reference_formula(pred, label, language):
+    """The default style is ChatGLM's compute_metrics to 1e-6, whatever the language (it only changes EM/F1)."""
+    ours, ref = sample_scores(pred, label, language, "chatglm"), reference_formula(pred, label)
     for k in ref:
-        assert ours[k] == pytest.approx(ref[k], abs=1e-6)
-    ours_en, ref_en = sample_scores(pred, label, "en"), reference_formula(pred, label, lowercase=True)
-    for k in ref_en:
-        assert ours_en[k] == pytest.approx(ref_en[k], abs=1e-6)
+        assert ours[k] == pytest.approx(ref[k], abs=1e-6), k
 
 
-def test_english_rouge_is_word_level_and_case_blind():
-    s = sample_scores("paris is the capital.", "The capital is Paris.", "en")
-    assert s["rouge-1"] == pytest.approx(100.0)  # same words, any case
-    assert sample_scores("paris is the capital.", "The capital is Paris.", "zh")["rouge-1"] < 100
+def test_case_counts_in_the_chatglm_style_and_not_in_the_normalised_one():
+    pred, label = "the capital of france is paris.", "The capital of France is Paris."
+    assert sample_scores(pred, label)["rouge-l"] == pytest.approx(57.1429, abs=1e-4)  # ChatGLM's own figure
+    assert sample_scores(pred, label, style="normalised")["rouge-l"] == pytest.approx(100.0)
+    assert sample_scores("Paris!", "paris", style="normalised") == {"bleu-4": 100.0, "rouge-1": 100.0, "rouge-2": 0.0,
+                                                                   "rouge-l": 100.0}
+    with pytest.raises(ValueError, match="metric_style 'lower'"):
+        sample_scores("a", "a", style="lower")
 
 
 def test_a_rouge_that_drops_cjk_would_fail_the_chinese_parity():

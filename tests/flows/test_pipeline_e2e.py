@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,38 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_project
-from test_serve import free_port
-
-BIN = Path(sys.executable).parent
-# a random tiny model babbles: only the training-health gate and a floor of 0 stay strict
-RELAXED_GATES = ["gates.min_scores.rouge-l=0", "gates.min_gain.rouge-l=-100", "gates.require_significant_gain=false",
-                 "gates.max_empty_rate=1", "gates.max_repeated_ngram_rate=1", "gates.min_length_ratio=0",
-                 "gates.max_length_ratio=1000"]
-
-
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-SECRETS = {"HF_TOKEN": "hf_secretvalue4tests", "PEFTPIPE_SERVE_TOKEN": "serve-secret-4-tests"}
-
-
-def sh(args, cwd, check=True, env=None):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", **SECRETS,
-           **GIT_IDENTITY, **(env or {})}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '([a-z_]+)'", output)
-
+from conftest import BIN, RELAXED_GATES, ROOT, SECRETS, free_port, make_project, ran_stages, sh
 
 @pytest.fixture(scope="module")
 def project(tiny_model_dir, tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("e2e") / "proj")
     shutil.copy(ROOT / "data" / "qa.jsonl.dvc", proj / "data" / "qa.jsonl.dvc")
     overrides = [f"model.source={tiny_model_dir}", "train.steps=12", "train.batch_size=8", "train.lr=0.02",
+                 "train.checkpoint_every=5",
                  "evaluate.max_samples=8", "evaluate.max_new_tokens=10", "export.max_new_tokens=6",
                  "export.parity_samples=2", "merge.check_samples=2", "export.quantize=[]"] + RELAXED_GATES
     args = [str(BIN / "peftpipe"), "run"] + [x for o in overrides for x in ("-S", o)]
@@ -177,6 +152,9 @@ def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_stag
     text = log.read_text()
     assert "data changed: data/qa.jsonl" in text and "running the pipeline" in text
     assert ran_stages(text) == ["validate", "prepare", "train", "evaluate", "gate", "merge", "export"], text[-3000:]
+    trained = json.loads((proj / "metrics" / "train.json").read_text())  # checkpoints every 5 of 12 steps:
+    assert trained["resumed_at"] == 0 and "resuming from" not in text  # the new data trains from step 0
+    assert trained["data_sha256"] == json.loads((proj / "metrics" / "prepare.json").read_text())["content_sha256"]
     rows = registry(proj)
     assert [r["version"] for r in rows] == ["v0.0.2", "v0.0.1"]
     new = rows[0]["lineage"]

@@ -109,7 +109,7 @@ def test_custom_field_names(tmp_path):
     report = run_validate(DataConfig(path=str(f), question_field="prompt", answer_field="response"), ValidateConfig(),
                           tmp_path / "out")
     kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
-    assert report["rows_kept"] == 40 and set(kept[0]) == {"question", "answer"}
+    assert report["rows_kept"] == 40 and set(kept[0]) == {"id", "question", "answer"}  # a stable id is added
 
 
 def squad_doc(qas_extra=()):

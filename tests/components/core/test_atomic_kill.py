@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +12,7 @@ import pytest
 
 from components.deploy.export import verify_checksums
 from components.core.atomic import atomic_dir
-from test_crash_resume import project_with
-
-BIN = Path(sys.executable).parent
+from conftest import BIN, project_with
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

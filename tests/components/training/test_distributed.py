@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from components.training import distributed
 from components.model.base_model import materialise
 from components.data.prepare import load_prepared, run_prepare
+from components.training import train as train_mod
 from components.training.train import batch_schedule
 from components.data.validate import run_validate
 from conftest import tiny_params
@@ -78,7 +79,7 @@ def test_two_processes_match_one_and_resume_its_checkpoint(tiny_model_dir, tmp_p
     p = tiny_params(tmp_path, tiny_model_dir, SETTINGS)
     materialise(p.model, p.paths.base_model)
     run_validate(p.data, p.validate_, p.paths.validated)
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
 
     one = project(tmp_path, "one", p)
     monkeypatch.chdir(one)  # the one-process run goes through the same CLI, in this process (no second torch import)
@@ -101,11 +102,26 @@ def test_two_processes_match_one_and_resume_its_checkpoint(tiny_model_dir, tmp_p
     for step in c1:
         assert c2[step] == pytest.approx(c1[step], rel=CURVE_RTOL), f"step {step}: {c2[step]} vs {c1[step]}"
     assert_adapters_close(adapter(one), adapter(two))
-    assert (two / "train" / "metrics.json").exists() and (two / "train_checkpoints" / "step-000004").is_dir()
+    assert (two / "train" / "metrics.json").exists() and not list((two / "train_checkpoints").glob("step-*"))
 
-    # two processes resume the one-process run's checkpoint at step 4 and end where it ended
+    # a one-process run that crashed after its step-4 checkpoint; two processes resume it and end where `one` ended
+    partial = project(tmp_path, "partial", p)
+    real, calls = train_mod.collate, {"n": 0}
+
+    def crashing_collate(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "collate", crashing_collate)
+    monkeypatch.chdir(partial)
+    assert main(["stage", "train", "-S", "train.processes=1"]) == 130  # interrupted
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_mod, "collate", real)
     resumed = project(tmp_path, "resumed", p)
-    shutil.copytree(one / "train_checkpoints", resumed / "train_checkpoints")
+    shutil.copytree(partial / "train_checkpoints", resumed / "train_checkpoints")
+    assert [d.name for d in (resumed / "train_checkpoints").glob("step-*")] == ["step-000004"]
     m3 = stage_train(resumed, "train.processes=2")
     assert m3["resumed_at"] == 4 and m3["world_size"] == 2
     c3 = curve(resumed)

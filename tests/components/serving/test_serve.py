@@ -1,7 +1,6 @@
 """`peftpipe serve`: answers like `peftpipe generate`, validates requests, needs its token, no cross-talk."""
 
 import os
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from components.serving.bundle import Bundle
 from components.serving.serve import ServeLimits, create_app
+from conftest import free_port
 
 QUESTIONS = ["What is the capital of Peru?", "Who wrote Hamlet?", "What is the boiling point of water?",
              "How many legs does a spider have?", "What is the largest planet?", "Which metal is liquid at room temperature?"]
@@ -91,12 +91,6 @@ def test_concurrent_requests_do_not_cross_talk(client):
         got = list(pool.map(lambda q: client.post("/generate", json={"prompt": q, "max_new_tokens": 10}), asks))
     assert all(r.status_code == 200 for r in got)
     assert [r.json()["text"] for r in got] == [expected[q] for q in asks]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.load

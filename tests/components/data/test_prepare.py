@@ -36,7 +36,7 @@ def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
     p = tiny_params(tmp_path, tiny_model_dir)
     materialise(p.model, p.paths.base_model)
     run_validate(p.data, p.validate_, p.paths.validated)
-    stats = run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, p.paths.prepared)
+    stats = run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
     ds = load_prepared(p.paths.prepared)
     assert len(ds["train"]) == stats["train_rows"] and len(ds["test"]) == stats["test_rows"]
     assert stats["train_rows"] + stats["test_rows"] == 1012
@@ -61,8 +61,8 @@ def test_prepare_output_is_byte_stable_and_test_split_survives_train_edits(tiny_
     p = tiny_params(tmp_path, tiny_model_dir)
     materialise(p.model, p.paths.base_model)
     run_validate(p.data, p.validate_, p.paths.validated)
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "a")
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "b")
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, tmp_path / "a")
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, tmp_path / "b")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     rows = [json.loads(x) for x in open(f"{p.paths.validated}/train.jsonl")]
     test_ids = set(load_prepared(tmp_path / "a")["test"]["id"])
@@ -70,6 +70,6 @@ def test_prepare_output_is_byte_stable_and_test_split_survives_train_edits(tiny_
     rows[victim]["answer"] = "An edited answer."
     with open(f"{p.paths.validated}/train.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.seed, tmp_path / "c")
+    run_prepare(p.paths.validated, p.paths.base_model, p.prepare, tmp_path / "c")
     assert _digest(tmp_path / "c" / "dataset" / "test") == _digest(tmp_path / "a" / "dataset" / "test")
     assert _digest(tmp_path / "c" / "dataset" / "train") != _digest(tmp_path / "a" / "dataset" / "train")

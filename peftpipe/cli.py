@@ -47,6 +47,9 @@ def cmd_stage(args) -> int:
 
     if (code := relaunch_stage(args, params)) is not None:  # train.processes > 1: re-run under accelerate launch
         return code
+    from components.core.runtime import LOG_DIR, log_to_file
+
+    log_to_file(LOG_DIR / f"{args.name}.log")  # library INFO chatter to a file, not the terminal
     run_stage(args.name, params)
     return 0
 
@@ -92,10 +95,9 @@ def cmd_serve(args) -> int:
 
     release = None
     if args.bundle is None:  # whatever the registry has in the stage (production by default)
-        from components.core.config import load_params
         from flows.releasing import deployed_bundle
 
-        args.bundle, release = deployed_bundle(Path("."), load_params(PARAMS), args.stage)
+        args.bundle, release = deployed_bundle(Path("."), _registry_ctx(), args.stage)
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
     token = os.environ.get(args.token_env) or None
@@ -108,11 +110,13 @@ def cmd_serve(args) -> int:
 
 
 def _registry_ctx():
-    from components.core.config import load_params
+    from components.core.config import check_confined, load_params
 
     if not Path("dvc.yaml").exists():
         raise FileNotFoundError("no dvc.yaml here: run peftpipe from the project root")
-    return load_params(PARAMS)
+    params = load_params(PARAMS)
+    check_confined(params)  # registry.deploy_dir too
+    return params
 
 
 def cmd_register(args) -> int:

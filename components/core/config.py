@@ -218,7 +218,8 @@ def check_confined(p: Params, root: str | Path = ".") -> None:
         return
     root = Path(root).resolve()
     named = {f"paths.{k}": v for k, v in p.paths.model_dump().items()}
-    named.update({"data.path": p.data.path, "data.test_path": p.data.test_path})
+    named.update({"data.path": p.data.path, "data.test_path": p.data.test_path,
+                  "registry.deploy_dir": p.registry.deploy_dir})
     for key, value in named.items():
         if value is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from functools import lru_cache
+from pathlib import Path
 
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -27,6 +28,34 @@ def quiet_env() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*axis name.*will not be used.*")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+LOG_DIR = Path("artifacts") / "logs"
+
+
+def log_to_file(path: Path) -> Path:
+    """Library logging (INFO and up: ONNX quantizer, DVC, Prefect, transformers) goes to `path`, appended; the
+    terminal keeps warnings and errors only, so a run shows progress bars, verdicts and the summary."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in list(root.handlers):  # ours from an earlier call, or a library's basicConfig printing INFO
+        if getattr(h, "peftpipe", False) or type(h) is logging.StreamHandler:
+            root.removeHandler(h)
+            if isinstance(h, logging.FileHandler):
+                h.close()
+    to_file = logging.FileHandler(path.resolve(), encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_terminal = logging.StreamHandler()
+    to_terminal.setLevel(logging.WARNING)
+    to_terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for h in (to_file, to_terminal):
+        h.peftpipe = True
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return path
 
 
 def set_threads(n: int = 0) -> int:

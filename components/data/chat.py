@@ -5,6 +5,17 @@ from __future__ import annotations
 IGNORE_INDEX = -100
 
 
+def special_tokens(tokenizer) -> list[str]:
+    """The tokenizer's control tokens as text (EOS, chat markers, ...): text that holds one would become the token."""
+    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
+    return sorted({t for t in [*tokenizer.all_special_tokens, *added] if t}, key=len, reverse=True)
+
+
+def control_token_in(text: str, tokens: list[str]) -> str | None:
+    """The first control token written inside `text`, if any."""
+    return next((t for t in tokens if t in text), None)
+
+
 def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     """Prepend the configured system prompt unless the conversation brings its own."""
     if system_prompt and not (messages and messages[0]["role"] == "system"):

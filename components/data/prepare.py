@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.chat import IGNORE_INDEX, encode_conversation, render, with_system
+from components.data.chat import IGNORE_INDEX, control_token_in, encode_conversation, render, special_tokens, with_system
+from components.data.readers import DataError
 from components.data.validate import normalise_question, question_id
 from components.core.atomic import atomic_dir, atomic_write_json
 from components.core.config import PrepareConfig
@@ -61,6 +62,18 @@ def test_record(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
             "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
 
 
+def refuse_control_tokens(validated_dir: Path, splits: dict[str, list[dict]], tokens: list[str]) -> None:
+    """A row whose text holds one of the base model's control tokens (validate catches the <|...|> kind; this
+    catches the model's own, such as </s>) stops prepare with its file, row and token: it would fake a turn."""
+    for split, rows in splits.items():
+        for n, r in enumerate(rows, start=1):
+            texts = [r.get("question", ""), r.get("answer", ""), *(m.get("content", "") for m in r.get("messages") or [])]
+            hit = next((t for t in (control_token_in(x, tokens) for x in texts) if t), None)
+            if hit:
+                raise DataError(f"{validated_dir / (split + '.jsonl')}: row {n}: rule control_tokens: the text holds the "
+                                f"model's control token {hit!r}; remove it from the data")
+
+
 def _length_stats(lengths: list[int]) -> dict:
     a = np.asarray(lengths or [0])
     return {"mean": round(float(a.mean()), 2), "p50": int(np.percentile(a, 50)), "p95": int(np.percentile(a, 95)),
@@ -75,8 +88,10 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     validated_dir = Path(validated_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     rows = read_jsonl(validated_dir / "train.jsonl")
-    if (validated_dir / "test.jsonl").exists():
-        train, test = rows, read_jsonl(validated_dir / "test.jsonl")
+    held_out = read_jsonl(validated_dir / "test.jsonl") if (validated_dir / "test.jsonl").exists() else None
+    refuse_control_tokens(validated_dir, {"train": rows, "test": held_out or []}, special_tokens(tokenizer))
+    if held_out is not None:
+        train, test = rows, held_out
     else:
         train, test = split_rows(rows, cfg.split_seed, cfg.test_fraction)
     if not train or not test:

@@ -23,6 +23,9 @@ __all__ = ["DataError", "run_validate", "validate_file", "normalise_question"]
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 REPLACEMENT_CHAR = "\ufffd"
+# chat control tokens written as text (ChatML <|im_end|>, Llama 3 <|eot_id|>, GLM <|user|>, ...): the tokenizer would
+# turn them into the real tokens, and a row could fake a turn boundary
+CONTROL_TOKENS = r"<\|[^|<>\s]{1,40}\|>"
 KEPT_FIELDS = ("id", "question", "answer", "answers", "messages")
 
 
@@ -65,6 +68,12 @@ def build_suite(cfg: ValidateConfig, leakage_keys: set[str]):
          E.ExpectColumnValuesToNotMatchRegex(column="question", regex=CONTROL_CHARS)),
         ("control_characters", "answer contains control characters",
          E.ExpectColumnValuesToNotMatchRegex(column="answer", regex=CONTROL_CHARS)),
+        ("control_tokens", "question contains a chat control token (such as <|im_end|>)",
+         E.ExpectColumnValuesToNotMatchRegex(column="question", regex=CONTROL_TOKENS)),
+        ("control_tokens", "answer contains a chat control token (such as <|im_end|>)",
+         E.ExpectColumnValuesToNotMatchRegex(column="answer", regex=CONTROL_TOKENS)),
+        ("control_tokens", "a conversation turn contains a chat control token (such as <|im_end|>)",
+         E.ExpectColumnValuesToNotMatchRegex(column="turns", regex=CONTROL_TOKENS)),
         ("encoding", "question contains U+FFFD (mis-decoded text)",
          E.ExpectColumnValuesToNotMatchRegex(column="question", regex=REPLACEMENT_CHAR)),
         ("encoding", "answer contains U+FFFD (mis-decoded text)",
@@ -134,7 +143,9 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
     if len(df):
         df = df.reset_index(drop=True)
         df["question_key"] = df["question"].map(normalise_question)
+        df["turns"] = df["messages"].map(lambda m: "\n".join(t.get("content", "") for t in m) if isinstance(m, list) else "")
         checked = df[["question", "answer", "question_key"]].replace("", None)  # empty after strip -> null
+        checked["turns"] = df["turns"]
         failures = run_suite(checked, build_suite(vcfg, leakage_keys or set()), docs_dir)
         bad: dict[int, tuple[str, str]] = {}
         for rule, reason, idx in failures:

@@ -94,16 +94,24 @@ def write_checksums(folder: Path) -> None:
 
 
 def verify_checksums(folder: str | Path) -> None:
-    """Raise if any bundle file is missing or differs from checksums.sha256."""
+    """Raise if a bundle file is missing, differs from checksums.sha256, or is not listed there (nothing
+    unverified is loaded from a bundle)."""
     folder = Path(folder)
     manifest = folder / CHECKSUMS
     if not manifest.exists():
         raise ExportCheckFailed(f"{folder}: no {CHECKSUMS}; not a peftpipe bundle")
+    listed = set()
     for line in manifest.read_text().splitlines():
         digest, name = line.split("  ", 1)
+        listed.add(name)
         f = folder / name
         if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
             raise ExportCheckFailed(f"{folder}: {name} is missing or corrupt (checksum mismatch)")
+    extra = sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*")
+                   if f.is_file() and f != manifest and f.relative_to(folder).as_posix() not in listed)
+    if extra:
+        raise ExportCheckFailed(f"{folder}: {', '.join(extra)} not listed in {CHECKSUMS}; refusing a bundle with "
+                                "unverified files (re-export it, or remove them)")
 
 
 def model_card(params: Params, metrics: dict, parity: dict) -> str:

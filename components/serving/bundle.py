@@ -29,6 +29,7 @@ class Bundle:
     def __init__(self, folder: str | Path, threads: int = 0, variant: str = "auto"):
         from transformers import AutoTokenizer
 
+        from components.data.chat import special_tokens
         from components.deploy.export import verify_checksums
         from components.methods import NAMES, route
         from components.methods.icl import read_shots
@@ -42,6 +43,7 @@ class Bundle:
         card = self.folder / MODEL_CARD_JSON
         self.card = json.loads(card.read_text()) if card.exists() else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.control_tokens = special_tokens(self.tokenizer)  # refused inside client text (see serve.py)
         self.variant, model_file = variant_file(self.folder, variant)
         self.lm = OnnxCausalLM(self.folder, threads, model_file=model_file)
         # an ICL bundle's examples go before the question (no card, or a method no longer here: the file decides)

@@ -2,7 +2,7 @@
 
 Each client sends questions from a list and checks every answer against the one expected for that
 question (computed beforehand, one at a time), so cross-talk between concurrent requests shows up
-as a wrong answer, not only as an error. Used by tests/components/serving/test_serve.py and benchmarks/serve_load.py.
+as a wrong answer, not only as an error. Used by tests/unit/serving/test_serve.py and benchmarks/serve_load.py.
 """
 
 from __future__ import annotations

@@ -26,6 +26,20 @@ class ServeLimits:
     parallel: int = 2  # decodes running at once (the rest queue)
 
 
+def refuse_control_tokens(bundle, fields: dict[str, str]) -> None:
+    """422 naming the field when client text holds one of the model's control tokens (such as <|im_end|>): encoded,
+    it would become the real token and could end the user turn and open a system turn of the client's making."""
+    from fastapi import HTTPException
+
+    from components.data.chat import control_token_in
+
+    for name, text in fields.items():
+        hit = control_token_in(text, bundle.control_tokens)
+        if hit:
+            raise HTTPException(422, [{"loc": ["body", name], "type": "value_error",
+                                       "msg": f"{name} contains the control token {hit!r}; special tokens are not accepted in text"}])
+
+
 def create_app(bundle, limits: ServeLimits | None = None, token: str | None = None):
     """The FastAPI app for a loaded `components.serving.bundle.Bundle`.
 
@@ -73,6 +87,7 @@ def create_app(bundle, limits: ServeLimits | None = None, token: str | None = No
     @app.post("/generate", dependencies=[Depends(authorised)])
     def generate(req: GenerateRequest):
         bundle = serving["bundle"]  # this request's bundle, even if a promotion swaps it meanwhile
+        refuse_control_tokens(bundle, {"prompt": req.prompt})
         ids = bundle.prompt_ids(req.prompt)
         if len(ids) > limits.max_prompt_tokens:
             raise HTTPException(413, f"prompt is {len(ids)} tokens; the limit is {limits.max_prompt_tokens}")

@@ -1,4 +1,4 @@
-"""Bad-input corpus (tests/components/data/bad_inputs): every case through `peftpipe stage validate`, in-process.
+"""Bad-input corpus (tests/unit/data/bad_inputs): every case through `peftpipe stage validate`, in-process.
 
 Each case ends in one clear `peftpipe: error:` line naming file, row and rule, or in quarantine entries
 with rule and reason and rows_in == rows_kept + rows_quarantined; never in a traceback.

@@ -1,4 +1,4 @@
-"""(Re)write the bad-input corpus byte-exactly: `python tests/components/data/bad_inputs/make_corpus.py`.
+"""(Re)write the bad-input corpus byte-exactly: `python tests/unit/data/bad_inputs/make_corpus.py`.
 
 One small file per case, named NN_short_name.ext; what each case must produce is in cases.yaml.
 The files are committed: the suite reads the real bytes (encodings, BOMs, NUL bytes, truncation).

@@ -30,6 +30,14 @@ def test_loss_only_on_answer_tokens_and_truncation(tiny_model_dir, tmp_path):
     assert short["length"] == 20 and short["full_length"] > 20
 
 
+def leaked(ds) -> set[str]:
+    """Normalised questions that are in both splits (a training row's question is its last user turn)."""
+    from components.data.validate import normalise_question
+
+    train = {normalise_question([m["content"] for m in r["messages"] if m["role"] == "user"][-1]) for r in ds["train"]}
+    return {normalise_question(q) for q in ds["test"]["question"]} & train
+
+
 def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
     from components.model.base_model import materialise
 
@@ -40,7 +48,7 @@ def test_prepare_writes_dataset_and_stats(tiny_model_dir, tmp_path):
     ds = load_prepared(p.paths.prepared)
     assert len(ds["train"]) == stats["train_rows"] and len(ds["test"]) == stats["test_rows"]
     assert stats["train_rows"] + stats["test_rows"] == 1012
-    assert not {r["question"] for r in ds["test"]} & set(ds["train"]["id"])
+    assert not leaked(ds)  # no test question is also a training question
     assert set(ds["test"]["id"]).isdisjoint(ds["train"]["id"])
     assert stats["truncated"] == 0
 
@@ -73,3 +81,24 @@ def test_prepare_output_is_byte_stable_and_test_split_survives_train_edits(tiny_
     run_prepare(p.paths.validated, p.paths.base_model, p.prepare, tmp_path / "c")
     assert _digest(tmp_path / "c" / "dataset" / "test") == _digest(tmp_path / "a" / "dataset" / "test")
     assert _digest(tmp_path / "c" / "dataset" / "train") != _digest(tmp_path / "a" / "dataset" / "train")
+
+
+def test_the_leakage_check_sees_a_test_question_in_train(tiny_model_dir, tmp_path):
+    """Negative control for the leakage assertion above: a test question copied into the train split is found."""
+    import json
+
+    from components.model.base_model import materialise
+
+    p = tiny_params(tmp_path, tiny_model_dir)
+    materialise(p.model, p.paths.base_model)
+    run_validate(p.data, p.validate_, p.paths.validated)
+    rows = [json.loads(x) for x in open(f"{p.paths.validated}/train.jsonl")]
+    (tmp_path / "held").mkdir()
+    test = rows[:50]
+    train = rows[50:] + [{**test[0], "id": "copy", "question": test[0]["question"].upper()}]  # same question, other case
+    (tmp_path / "held" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (tmp_path / "held" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    run_prepare(tmp_path / "held", p.paths.base_model, p.prepare, tmp_path / "leaky")
+    from components.data.validate import normalise_question
+
+    assert leaked(load_prepared(tmp_path / "leaky")) == {normalise_question(test[0]["question"])}

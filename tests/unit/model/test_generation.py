@@ -23,14 +23,22 @@ def test_batched_answers_equal_one_at_a_time(tiny_model_dir):
 
     model, tok = load_base(tiny_model_dir)
     model.eval()
-    torch.manual_seed(0)
-    with torch.no_grad():  # make the end-of-answer token likely, so that rows of a batch finish at different steps
-        model.lm_head.weight[tok.eos_token_id] += 0.5 * model.lm_head.weight.std() * torch.randn(model.config.hidden_size)
     questions = [r["question"] for r in generate_rows()[:11]]
     render = lambda q: tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)  # noqa: E731
     prompts = [tok(render(q), add_special_tokens=False)["input_ids"] for q in questions]
     assert len({len(p) for p in prompts}) > 3  # prompts of several lengths: left padding is exercised
+    with torch.no_grad():  # make EOS win where the answer's hidden state leans one way, so rows end at different steps
+        free = one_at_a_time(model, tok, prompts, 12)
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untied from the embeddings
+        h = torch.cat([model.model(input_ids=torch.tensor([p + a])).last_hidden_state[0, len(p) - 1:]
+                       for p, a in zip(prompts, free)])
+        u = torch.linalg.svd(h - h.mean(0), full_matrices=False).Vh[0]  # the direction in which the states differ most
+        s, top = h @ u, (h @ model.lm_head.weight.T).max(-1).values
+        k = 1.05 * (top[s >= s.median()] / s[s >= s.median()]).max()
+        model.lm_head.weight[tok.eos_token_id] = k * u
     expected = one_at_a_time(model, tok, prompts, 12)
+    lengths = [len(e) for e in expected]  # answers that ended at EOS before the limit (one mid-answer), and full ones
+    assert any(n == 12 for n in lengths) and any(n < 12 for n in lengths) and any(0 < n < 12 for n in lengths), lengths
     for batch_size in (4, 16):
         got, stats = greedy_generate(model, tok, prompts, 12, batch_size, progress=False)
         assert got == expected

@@ -58,6 +58,31 @@ def test_corrupt_bundle_is_refused(exported, tmp_path):
         verify_checksums(copy)
 
 
+def test_a_bundle_holding_unlisted_files_is_refused(exported, tmp_path):
+    """A file slipped into a bundle (say a model that never passed a gate) is not in checksums.sha256: the bundle is
+    refused before anything in it is loaded."""
+    from components.serving.bundle import Bundle
+
+    p, _, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(p.paths.bundle, copy)
+    verify_checksums(copy)
+    (copy / "extra").mkdir()
+    shutil.copy(copy / "model.onnx", copy / "extra" / "model.onnx")
+    with pytest.raises(ExportCheckFailed, match="extra/model.onnx not listed in checksums.sha256"):
+        Bundle(copy)
+
+
+def test_auto_variant_prefers_int8(tmp_path):
+    from components.serving.bundle import variant_file
+
+    for name in ("model.onnx", "model.int8.onnx", "model.int4.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    assert variant_file(tmp_path, "auto") == ("int8", "model.int8.onnx")
+    (tmp_path / "model.int8.onnx").unlink()
+    assert variant_file(tmp_path, "auto") == ("int4", "model.int4.onnx")
+
+
 def test_generate_cli_answers_from_bundle(exported, capsys):
     from peftpipe.cli import main
 
@@ -105,8 +130,8 @@ def test_int8_variant_ships_when_its_gate_passes(exported):
     v = parity["variants"]["int8"]
     assert v["passed"] and v["samples"] == 6 and v["size_mb"] > 0 and v["max_drop"] == 100
     assert (Path(p.paths.bundle) / "model.int8.onnx").exists() and parity["variants"]["int4"]["passed"]
-    assert Bundle(p.paths.bundle).variant == "int4"  # auto: the smallest variant that passed
-    assert Bundle(p.paths.bundle, variant="int8").variant == "int8" and Bundle(p.paths.bundle, variant="fp32").variant == "fp32"
+    assert Bundle(p.paths.bundle).variant == "int8"  # auto: int8 when it passed, as README says (int4 loses more)
+    assert Bundle(p.paths.bundle, variant="int4").variant == "int4" and Bundle(p.paths.bundle, variant="fp32").variant == "fp32"
     # 8-bit weights keep the tiny model's greedy answers
     assert v["same_answers"] == v["samples"] and v["rouge-l_delta"] == 0
     assert "int8 variant" in (Path(p.paths.bundle) / "README.md").read_text()

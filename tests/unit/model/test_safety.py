@@ -44,6 +44,7 @@ def test_second_run_in_the_same_project_is_refused(tmp_path, monkeypatch, capsys
     ("data.test_path=/etc/passwd", "data.test_path"),
     ("paths.bundle=/tmp/peftpipe-escape", "paths.bundle"),
     ("paths.train=artifacts/../../out", "paths.train"),
+    ("registry.deploy_dir=/tmp/peftpipe-deployments", "registry.deploy_dir"),
 ])
 def test_paths_outside_the_project_are_refused(tmp_path, monkeypatch, capsys, override, key):
     import shutil
@@ -72,3 +73,20 @@ def test_a_symlink_out_of_the_project_is_refused(tmp_path):
         check_confined(p, tmp_path / "proj")
     check_confined(load_params(tmp_path / "none.yaml", ["data.path=data.jsonl", "allow_outside_project=true"]),
                    tmp_path / "proj")
+
+
+def test_registry_commands_refuse_a_deploy_dir_outside_the_project(tmp_path, monkeypatch, capsys):
+    """promote, rollback and serve write under registry.deploy_dir: it is confined like every other path."""
+    import yaml
+
+    from conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["registry"]["deploy_dir"] = "../deployments"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    for argv in (["promote", "--to", "staging"], ["rollback"], ["serve"]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "registry.deploy_dir '../deployments' resolves to" in err and "outside the project" in err, argv

@@ -30,7 +30,8 @@ def env_block(threads: int) -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
             "bf16_native": resolve_precision("auto") == "bf16",
-            "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"})}
+            "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def peak_rss_mb() -> float:

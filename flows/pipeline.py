@@ -47,21 +47,44 @@ def stale_stages(root: str | Path = ".") -> set[str]:
 
 
 def dvc_repro(stage: str, root: Path) -> dict:
-    """Run one stage through DVC; returns whether it ran and how long it took."""
+    """Run one stage through DVC; returns whether it ran and how long it took.
+
+    The stage's output is passed through as bytes: a progress bar's carriage returns stay carriage returns
+    (a live bar on a terminal, one line in a log), lines are filtered for DVC's git advice."""
     t0 = time.perf_counter()
     env = dict(os.environ)  # dvc.yaml calls `peftpipe`: make this interpreter's one found first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     skipped = False
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if "didn't change, skipping" in line or "is cached - skipping" in line:
-            skipped = True
-        if not line.strip() or line.startswith(DVC_HINTS):
-            continue
-        sys.stdout.write(line)
-        sys.stdout.flush()
+
+    def show(data: bytes) -> None:
+        if out is not None:
+            sys.stdout.flush()
+            out.write(data)
+            out.flush()
+        else:  # a text-only stdout (captured in tests)
+            sys.stdout.write(data.decode("utf-8", "replace"))
+
+    pending = b""
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if "didn't change, skipping" in line or "is cached - skipping" in line:
+                skipped = True
+            if not line.strip() or line.startswith(DVC_HINTS):
+                continue
+            show(raw + b"\n")
+        if b"\r" in pending:  # a progress bar redrawing itself: show what it has drawn so far
+            drawn, _, pending = pending.rpartition(b"\r")
+            show(drawn + b"\r")
+            pending = b"\r" + pending
+    if pending.strip():
+        show(pending + b"\n")
     if proc.wait() != 0:
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}); see the message above")
     return {"stage": stage, "ran": not skipped, "seconds": round(time.perf_counter() - t0, 1)}

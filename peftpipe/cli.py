@@ -105,7 +105,8 @@ def cmd_serve(args) -> int:
         return _fail(f"--require-token: set the token in the environment variable {args.token_env}", 2)
     limits = ServeLimits(max_prompt_chars=args.max_prompt_chars, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens_limit, parallel=args.parallel)
-    serve(args.bundle, args.host, args.port, limits, token, args.threads, args.variant, release, args.follow)
+    serve(args.bundle, args.host, args.port, limits, token, args.threads, args.variant, release, args.follow,
+          args.model_id)
     return 0
 
 
@@ -228,7 +229,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("question", nargs="+")
     g.set_defaults(func=cmd_generate)
 
-    sv = sub.add_parser("serve", help="HTTP service over a bundle: POST /generate, GET /health, GET /metadata")
+    sv = sub.add_parser("serve", help="HTTP service over a bundle: POST /generate, GET /health, GET /metadata, "
+                                       "and the OpenAI API (/v1/models, /v1/chat/completions, /v1/completions)")
     sv.add_argument("--bundle", help="bundle directory written by the export stage (default: the registry's --stage version)")
     sv.add_argument("--stage", default="production", choices=["production", "staging"],
                     help="without --bundle: serve the version the registry has in this stage")
@@ -246,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--parallel", type=int, default=2, help="requests decoding at once; the rest queue")
     sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per decode (0: its default)")
     sv.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "int4"], help=VARIANT_HELP)
+    sv.add_argument("--model-id", help="the model name the OpenAI API (/v1) reports and accepts "
+                                       "(default: the registry name, else peftpipe-<method>)")
     sv.set_defaults(func=cmd_serve)
 
     rg = sub.add_parser("register", help="register the last run's bundle in the model registry (gates must have passed)")

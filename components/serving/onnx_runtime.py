@@ -53,14 +53,15 @@ class OnnxCausalLM:
         logits, *present = self.session.run(None, feed)
         return logits[0, -1], present
 
-    def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None) -> Iterator[int]:
-        """Yield greedy tokens one at a time, stopping at EOS."""
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None,
+               pick: Callable[[np.ndarray], int] | None = None) -> Iterator[int]:
+        """Yield tokens one at a time, stopping at EOS: greedy, or drawn by `pick` (components.serving.sampling)."""
         past, ids = self._empty_past(), list(prompt_ids)
         offset = past[0].shape[2]  # positions continue after a prefix
         for _ in range(max_new_tokens):
             logits, past = self.step(ids, past, offset)
             offset += len(ids)
-            tok = int(np.argmax(logits))
+            tok = int(np.argmax(logits)) if pick is None else pick(logits)
             if tok == eos_token_id:
                 return
             yield tok

@@ -2,6 +2,7 @@
 
 POST /generate  {"prompt": str, "max_new_tokens": int?, "stream": bool?} -> {"text", "tokens", ...}
                 (with "stream": true, the answer's text arrives in chunks as it is generated)
+GET  /v1/models, POST /v1/chat/completions, POST /v1/completions: the OpenAI API (openai_api.py)
 GET  /health    liveness and the bundle it serves
 GET  /metadata  base model, method, metrics, gate verdict and parity results from the model card
 
@@ -26,26 +27,15 @@ class ServeLimits:
     parallel: int = 2  # decodes running at once (the rest queue)
 
 
-def refuse_control_tokens(bundle, fields: dict[str, str]) -> None:
-    """422 naming the field when client text holds one of the model's control tokens (such as <|im_end|>): encoded,
-    it would become the real token and could end the user turn and open a system turn of the client's making."""
-    from fastapi import HTTPException
-
-    from components.data.chat import control_token_in
-
-    for name, text in fields.items():
-        hit = control_token_in(text, bundle.control_tokens)
-        if hit:
-            raise HTTPException(422, [{"loc": ["body", name], "type": "value_error",
-                                       "msg": f"{name} contains the control token {hit!r}; special tokens are not accepted in text"}])
-
-
-def create_app(bundle, limits: ServeLimits | None = None, token: str | None = None):
+def create_app(bundle, limits: ServeLimits | None = None, token: str | None = None, model_id: str | None = None):
     """The FastAPI app for a loaded `components.serving.bundle.Bundle`.
 
     `app.state.swap(new_bundle)` replaces the bundle for later requests (requests in flight finish
     on the one they started with)."""
     from fastapi import Depends, FastAPI, HTTPException, Request
+
+    from components.serving.guard import refuse_control_tokens
+    from components.serving.openai_api import add_routes, openai_errors
     from fastapi.responses import StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -105,11 +95,18 @@ def create_app(bundle, limits: ServeLimits | None = None, token: str | None = No
         return {"text": bundle.decode(tokens), "tokens": len(tokens), "prompt_tokens": len(ids),
                 "finish_reason": "length" if len(tokens) >= n else "stop", "seconds": round(seconds, 4)}
 
+    add_routes(app, serving, limits, slots, authorised, model_id or default_model_id(bundle))
+    openai_errors(app)
     return app
 
 
+def default_model_id(bundle) -> str:
+    """The id /v1/models reports: the registry name when the bundle came from the registry, else peftpipe-<method>."""
+    return bundle.card.get("registry_name") or f"peftpipe-{bundle.card.get('method') or 'model'}"
+
+
 def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str | None, threads: int = 0,
-          variant: str = "auto", registry: dict | None = None, follow_s: float = 0) -> None:
+          variant: str = "auto", registry: dict | None = None, follow_s: float = 0, model_id: str | None = None) -> None:
     """Serve a bundle; with `registry` ({root, name, version, stage, deploy_dir}) and `follow_s` > 0, poll the
     registry and switch to whatever version the stage holds (after a promotion or a rollback)."""
     import uvicorn
@@ -122,7 +119,9 @@ def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str
         print(f"{registry['stage']}: {registry['name']} {registry['version']}", flush=True)
     print(f"serving {bundle_dir} ({bundle.card.get('method')}, {bundle.variant}) on http://{host}:{port}"
           f"{' (bearer token required)' if token else ''}", flush=True)
-    app = create_app(bundle, limits, token)
+    model_id = model_id or (registry["name"] if registry else None)
+    app = create_app(bundle, limits, token, model_id)
+    print(f"OpenAI-compatible API: http://{host}:{port}/v1 (model {model_id or default_model_id(bundle)!r})", flush=True)
     if registry and follow_s > 0:
         threading.Thread(target=_follow, args=(app, registry, follow_s, threads, variant), daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -90,10 +90,12 @@ def latest_checkpoint(ckpt_root: Path, parts: dict) -> tuple[Path | None, str | 
     return None, why
 
 
-def clear_checkpoints(ckpt_root: Path) -> None:
-    """A finished run's checkpoints seed no other run."""
+def clear_checkpoints(ckpt_root: Path, parts: dict, steps: int) -> None:
+    """A finished run's checkpoints seed no other run: they go, and `finished.json` says which run finished."""
     for d in ckpt_root.glob("step-*"):
         shutil.rmtree(d, ignore_errors=True)
+    atomic_write_json(ckpt_root / "finished.json", {"steps": steps, "fingerprint": fingerprint(parts),
+                                                    "note": "a finished run keeps no checkpoints"})
 
 
 def load_checkpoint(d: Path, model, optimizer, scheduler, method, rank: int = 0) -> int:

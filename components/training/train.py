@@ -382,7 +382,7 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
         with atomic_dir(run.out_dir) as tmp:
             save_trained(cfg.method, run.model, run.tokenizer, tmp)
             atomic_write_json(tmp / "metrics.json", metrics)
-        clear_checkpoints(run.ckpt_root)
+        clear_checkpoints(run.ckpt_root, run.parts, cfg.steps)
     if run.acc:
         dist.barrier()  # the other ranks end once the main process has written the outputs
     return metrics

@@ -127,3 +127,24 @@ def print_registry(rows: list[dict], name: str) -> None:
                       str(lin.get("bundle", {}).get("md5"))[:10], f"{m.get('rouge-l', float('nan')):.2f}",
                       f"{m.get('bleu-4', float('nan')):.2f}", str(lin.get("created")))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+SWEEP_METRICS = ("rouge-l", "exact_match", "token_f1", "bleu-4")  # the sweep table's columns
+
+
+def print_sweep(rows: list[dict], sort: str) -> None:
+    """The sweep's runs as a table, best first."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep, best {sort} first")
+    cols = ["experiment", "params", *dict.fromkeys([sort, *SWEEP_METRICS]), "seconds"]
+    for c in cols:
+        table.add_column(c)
+    fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in rows:
+        table.add_row(r["name"] or "failed", " ".join(r["overrides"]), *[fmt(r.get(m)) for m in dict.fromkeys([sort, *SWEEP_METRICS])],
+                      fmt(r["seconds"]))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

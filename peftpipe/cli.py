@@ -182,6 +182,19 @@ def cmd_watch(args) -> int:
     return 0 if results and all(r.get("passed") for r in results) else 1
 
 
+def cmd_sweep(args) -> int:
+    from flows.run import run_lock
+    from flows.report import print_sweep
+    from flows.sweep import sweep
+
+    if not Path("dvc.yaml").exists():
+        return _fail("no dvc.yaml here: run peftpipe from the project root", 2)
+    with run_lock():
+        rows = sweep(args.set, args.until, args.sort, args.apply_best)
+    print_sweep(rows, args.sort)
+    return 0 if all(r["exit"] == 0 for r in rows) else 1
+
+
 def cmd_bench(args) -> int:
     """Run benchmarks/<name>.py from the project root, passing the remaining arguments through."""
     import subprocess
@@ -282,6 +295,15 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--emit-event", action="store_true",
                    help="send a Prefect event (peftpipe.data.changed) for a deployment trigger instead of running here")
     w.set_defaults(func=cmd_watch)
+
+    sw = sub.add_parser("sweep", help="run a grid of params as DVC experiments, one at a time, and rank them")
+    sw.add_argument("-S", "--set", action="append", required=True, metavar="KEY=V1,V2,...",
+                    help="one axis of the grid, e.g. -S train.lr=1e-4,3e-4,1e-3 -S train.method=lora,ptuning_v2")
+    sw.add_argument("--until", default="evaluate", help="the last stage each experiment runs (default: evaluate; "
+                                                        "export for the whole pipeline)")
+    sw.add_argument("--sort", default="rouge-l", help="the metric that ranks the runs (metrics/evaluate.json)")
+    sw.add_argument("--apply-best", action="store_true", help="apply the best experiment to the workspace (dvc exp apply)")
+    sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

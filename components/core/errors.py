@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error whose message tells the user what to change."""
+
+
+class ConfigError(UserError, ValueError):
+    """A params file, override or device request that does not fit (the schema, or this machine)."""

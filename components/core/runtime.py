@@ -94,7 +94,50 @@ def has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if has_fast_bf16() else "fp32"
-    return precision
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto"):
+    """The torch device for `train.device`: auto takes CUDA when present, then Apple MPS, else the CPU; asking
+    for one that is not there is a ConfigError."""
+    import torch
+
+    from components.core.errors import ConfigError
+
+    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda" and not cuda:
+        raise ConfigError("train.device=cuda, but torch sees no CUDA device (torch.cuda.is_available() is False; "
+                          "this torch is " + torch.__version__ + "); use train.device=auto or cpu")
+    if name == "mps" and not mps:
+        raise ConfigError("train.device=mps, but torch sees no Apple MPS device; use train.device=auto or cpu")
+    if name not in DEVICES:
+        raise ConfigError(f"train.device {name!r}: choose from {', '.join(DEVICES)}")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """The precision a device uses for `precision` (auto on CPU is decided by measurement in
+    components.training.precision; this is the flag-based answer used where nothing is measured)."""
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "mps":
+        return "fp32"
+    return "bf16" if has_fast_bf16() else "fp32"
+
+
+def autocast_for(device, precision: str):
+    """The autocast context for a device and precision (a no-op context for fp32)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=getattr(device, "type", str(device)),
+                          dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -11,7 +11,7 @@ from components.evaluation.quality import degeneration
 from components.data.prepare import load_prepared
 from components.core.atomic import atomic_write_json, atomic_write_text
 from components.core.config import Params
-from components.core.runtime import set_seed, set_threads
+from components.core.runtime import resolve_device, set_seed, set_threads
 
 
 def test_samples(prepared_dir: str | Path, max_samples: int, seed: int) -> list[dict]:
@@ -52,7 +52,7 @@ def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], b
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(rows), batch_size):
-            batch = collate(rows[i : i + batch_size], tokenizer.pad_token_id)
+            batch = {k: v.to(model.device) for k, v in collate(rows[i : i + batch_size], tokenizer.pad_token_id).items()}
             labels = batch.pop("labels")
             logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
             total += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
@@ -129,5 +129,6 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
         model, tokenizer, name = load_trained(base_dir, train_dir)
         route = method_route(name)
         shots = read_shots(train_dir) if route == "icl" else None
+    model.to(resolve_device(params.train.device))  # evaluation follows train.device
     samples = test_samples(prepared_dir, params.evaluate.max_samples, params.prepare.split_seed)
     return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots, route=route)

@@ -111,13 +111,43 @@ def load_tokenizer(base_dir: str | Path, cfg: ModelConfig):
     return AutoTokenizer.from_pretrained(**resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
 
 
-def load_base(path: str | Path):
-    """Load the materialised base model and tokenizer (safetensors only, no remote code)."""
+QLORA_METHODS = ("lora", "dora", "rslora", "adalora", "hybrid")  # adapters on a 4-bit base (bitsandbytes)
+
+
+def load_base(path: str | Path, quantize_4bit: bool = False, method: str | None = None, device=None):
+    """Load the materialised base model and tokenizer (safetensors only, no remote code), in fp32 (transformers
+    picks PyTorch's SDPA attention where the model supports it). quantize_4bit (QLoRA): the weights in 4-bit NF4 through bitsandbytes, on a CUDA `device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    extra = {}
+    if quantize_4bit:
+        extra = qlora_options(method, device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **extra)
     return model, tokenizer
+
+
+def qlora_options(method: str | None, device) -> dict:
+    """from_pretrained arguments for a 4-bit base, or a ConfigError saying why it cannot be had here."""
+    import importlib.util
+
+    import torch
+
+    from components.core.errors import ConfigError
+
+    if method not in QLORA_METHODS:
+        raise ConfigError(f"train.quantize_base=4bit (QLoRA) needs a LoRA-family method ({', '.join(QLORA_METHODS)}), "
+                          f"not {method}")
+    if getattr(device, "type", device) != "cuda":
+        raise ConfigError("train.quantize_base=4bit (QLoRA) runs on CUDA only (bitsandbytes' 4-bit kernels); "
+                          f"this run's device is {device}: set train.quantize_base=null")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("train.quantize_base=4bit needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return {"quantization_config": bnb, "device_map": {"": device.index or 0}}

@@ -43,7 +43,8 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
             extra["past_key_values"] = as_cache({k: v.expand(len(idx), -1, -1, -1) for k, v in prefix.items()}, model.config)
             start = n + width
         with torch.inference_mode():
-            gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **extra)
+            gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 generation_config=gen_cfg, **extra)
         for r, i in enumerate(idx):
             toks = gen[r, start:].tolist()
             if eos in toks:

@@ -11,6 +11,18 @@ import numpy as np
 from components.core.layout import MODEL_ONNX, PREFIX_FILE
 
 
+def providers(ort, model_file: str) -> list[str]:
+    """CUDA first when onnxruntime-gpu is installed and the graph is fp32 (the weight-only int8/int4 MatMulNBits
+    kernels are CPU-tuned here); PEFTPIPE_ORT_PROVIDER=cpu forces the CPU."""
+    import os
+
+    available = ort.get_available_providers()
+    if ("CUDAExecutionProvider" in available and model_file == MODEL_ONNX
+            and os.environ.get("PEFTPIPE_ORT_PROVIDER", "auto") != "cpu"):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class OnnxCausalLM:
     """Runs `model.onnx` (inputs: input_ids, attention_mask, position_ids, past_*; outputs: logits, present_*)."""
 
@@ -24,7 +36,7 @@ class OnnxCausalLM:
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / model_file), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / model_file), opts, providers=providers(ort, model_file))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.prefix = self._load_prefix(folder / PREFIX_FILE)
 

@@ -48,7 +48,8 @@ def _what_changed(old: dict, new: dict) -> str:
 
 
 def trainable_state(model) -> dict:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """Copies of the trainable parameters, on the CPU (GPU memory stays for training; safetensors saves them)."""
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(ckpt_root: Path, step: int, parts: dict, model, optimizer, scheduler, method, keep: int = 2,
@@ -60,7 +61,8 @@ def save_checkpoint(ckpt_root: Path, step: int, parts: dict, model, optimizer, s
     with atomic_dir(ckpt_root / f"step-{step:06d}") as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         save_extra_state(method, model, tmp / "method_state.safetensors")
-        save_file({"torch": torch.get_rng_state(), **{f"rank{r}": t for r, t in enumerate(rank_rng or [])}},
+        cuda = {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}  # dropout on the GPU
+        save_file({"torch": torch.get_rng_state(), **cuda, **{f"rank{r}": t for r, t in enumerate(rank_rng or [])}},
                   tmp / "rng.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         atomic_write_json(tmp / "state.json", {"step": step, "fingerprint": fingerprint(parts), "made_from": parts,
@@ -108,9 +110,11 @@ def load_checkpoint(d: Path, model, optimizer, scheduler, method, rank: int = 0)
     with torch.no_grad():
         for n, t in weights.items():
             params[n].copy_(t)
-    optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location=next(model.parameters()).device))
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(d / "rng.safetensors")
     torch.set_rng_state(rng.get(f"rank{rank}", rng["torch"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     load_extra_state(method, model, d / "method_state.safetensors")
     return int(state["step"])

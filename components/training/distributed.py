@@ -82,16 +82,19 @@ def relaunch_stage(args, params) -> int | None:
     return subprocess.run(launch_command(params.train.processes, cli_args)).returncode
 
 
-def accelerator():
-    """`Accelerator(cpu=True)` (gloo) inside a launched group of more than one process, else None."""
+def accelerator(device=None):
+    """An Accelerator inside a launched group of more than one process (gloo on CPU, NCCL on CUDA), else None."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise RuntimeError("the train stage trains data-parallel (DDP) on CPU; infra/accelerate/fsdp.yaml is a reference "
-                           "for GPU loops (infra/accelerate/README.md): launch with infra/accelerate/ddp.yaml")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("FSDP shards over GPUs: on CPU the train stage trains data-parallel (DDP); launch with "
+                               "infra/accelerate/ddp.yaml (infra/accelerate/README.md)")
     if world_size() <= 1:
         return None
     from accelerate import Accelerator
 
-    return Accelerator(cpu=True)
+    return Accelerator(cpu=getattr(device, "type", "cpu") != "cuda")
 
 
 def all_reduce_sum(t):

@@ -19,7 +19,8 @@ from components.model.trained import count_parameters, save_trained
 from components.data.prepare import IGNORE_INDEX, load_prepared
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from components.core.config import Params
-from components.core.runtime import resolve_precision, set_seed, set_threads
+from components.core.runtime import autocast_for, resolve_device, set_seed, set_threads
+from components.training.precision import decide as decide_precision
 
 
 class Health:
@@ -232,6 +233,10 @@ class TrainRun:
     fwd: object = None  # what runs forward/backward (DDP-wrapped in a group); `model` stays the plain module
     trainable: int = 0
     total: int = 0
+    device: object = None
+    precision_choice: dict = field(default_factory=dict)  # how `precision` was chosen (metrics/train.json)
+    scaler: object = None  # fp16: a GradScaler
+    frozen_bf16: int = 0  # frozen parameters kept in bf16 (adapter methods in bf16)
 
     @property
     def main(self) -> bool:
@@ -249,6 +254,19 @@ class LoopResult:
     wall: float
 
 
+def frozen_to_bf16(model) -> int:
+    """Store the frozen weights in bf16 once (autocast would cast them every step); trainable ones stay fp32,
+    and so do the optimizer's moments. Returns how many tensors were converted."""
+    import torch
+
+    n = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype == torch.float32:
+            p.data = p.data.to(torch.bfloat16)
+            n += 1
+    return n
+
+
 def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckpt_dir: Path) -> TrainRun:
     """Seed, load the base model, apply the method, build optimizer and schedule, resume a matching checkpoint."""
     import torch
@@ -257,17 +275,25 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     from components.model.base_model import load_base
 
     cfg = params.train
-    acc = dist.accelerator()  # data-parallel (DDP over gloo) inside a launched group of >1 processes, else None
+    device = resolve_device(cfg.device)
+    acc = dist.accelerator(device)  # data-parallel (DDP: gloo on CPU, NCCL on CUDA) in a launched group, else None
     world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
+    if acc is not None and device.type == "cuda":
+        device = acc.device  # this rank's GPU
     threads = set_threads(cfg.threads or dist.default_threads())
     set_seed(params.seed)  # before any model or adapter is built; the same seed on every rank
-    model, tokenizer = load_base(base_dir)
-    run = TrainRun(params, get_method(cfg.method), model, tokenizer, load_prepared(prepared_dir)["train"].to_list(),
+    method = get_method(cfg.method)
+    model, tokenizer = load_base(base_dir, quantize_4bit=cfg.quantize_base == "4bit", method=cfg.method, device=device)
+    run = TrainRun(params, method, model, tokenizer, load_prepared(prepared_dir)["train"].to_list(),
                    out_dir, ckpt_dir, out_dir.parent / f"{out_dir.name}_curve.tsv", threads, acc, world, rank)
+    run.device = device
     if not trains(run.method):
         return run
+    if cfg.quantize_base != "4bit":
+        model.to(device)
     run.model = model = run.method.apply(model, cfg.method_config(),
                                          Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
+    model.to(device)  # adapters are created on the CPU
     run.trainable, run.total = count_parameters(model)
     model.train()
     speed_options(model, cfg)
@@ -279,10 +305,19 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     if world > 1 and min(map(len, run.schedule)) < world:
         raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch")
     run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(),
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
-    run.precision = resolve_precision(cfg.precision)
-    run.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
+    first = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in run.schedule[0][rank::world]],
+                                                    tokenizer.pad_token_id, cfg.packing, params.prepare.max_length)[0].items()}
+    run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, first, lm_loss, cfg.method,
+                                                           threads)
+    if acc is not None:  # every rank trains in rank 0's precision (timings differ between processes)
+        run.precision = ("fp32", "bf16", "fp16")[dist.all_gather(("fp32", "bf16", "fp16").index(run.precision))[0]]
+    run.autocast = autocast_for(device, run.precision)
+    if run.precision == "fp16":
+        run.scaler = torch.amp.GradScaler(device.type)
+    if run.precision == "bf16" and run.method.ROUTE == "merge":  # frozen weights in bf16 once, not cast every step
+        run.frozen_bf16 = frozen_to_bf16(model)
 
     run.parts = made_from(params, prepared_dir, base_dir, run.precision)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +356,7 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
         for step in bar:
             batch, real = make_batch([run.rows[i] for i in run.schedule[step][run.rank::run.world]],
                                      run.tokenizer.pad_token_id, cfg.packing, run.params.prepare.max_length)
+            batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
             if run.acc is None:
                 loss = lm_loss(model, batch, run.autocast)
                 value = float(loss.detach())
@@ -332,9 +368,16 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             losses.append(value)
             if value < best["loss"]:  # the weights are not updated yet: this loss is theirs
                 best = {"step": step, "loss": value, "state": trainable_state(model)}
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            run.opt.step()
+            if run.scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                run.opt.step()
+            else:  # fp16: scaled loss, gradients unscaled before clipping, steps with inf/NaN gradients skipped
+                run.scaler.scale(loss).backward()
+                run.scaler.unscale_(run.opt)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                run.scaler.step(run.opt)
+                run.scaler.update()
             run.sched.step()
             after_step(run.method, model, step + 1)
             run.opt.zero_grad(set_to_none=True)
@@ -371,7 +414,8 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
         "method": cfg.method, "family": run.method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps,
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
-        "total_params": run.total, "precision": run.precision, "threads": run.threads, "wall_s": round(res.wall, 2),
+        "total_params": run.total, "precision": run.precision, "precision_choice": run.precision_choice,
+        "device": str(run.device), "frozen_bf16_tensors": run.frozen_bf16, "threads": run.threads, "wall_s": round(res.wall, 2),
         "tokens_per_s": round(res.real_tokens / res.wall, 2) if res.wall else None,
         "padding_fraction": round(1 - res.real_tokens / res.computed_tokens, 4) if res.computed_tokens else None,
         "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": res.best["step"]},

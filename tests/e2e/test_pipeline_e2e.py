@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -349,3 +350,30 @@ def test_a_method_that_cannot_merge_still_reaches_the_bundle(project):
     assert client.get("/metadata").json()["method"] == method
     r = client.post("/generate", json={"prompt": "What is the capital of Kenya?", "max_new_tokens": 4})
     assert r.status_code == 200 and r.json()["text"] == bundle.answer("What is the capital of Kenya?", 4)
+
+
+def test_a_sweep_runs_the_grid_as_dvc_experiments_and_applies_the_best(project):
+    """`peftpipe sweep -S train.lr=...` (3 points): each is a DVC experiment that `dvc exp show` lists with its
+    params and metrics; the table is sorted by the metric; --apply-best puts the winner's params in the workspace."""
+    proj, _ = project
+    before = (proj / "params.yaml").read_text()
+    out = sh([str(BIN / "peftpipe"), "sweep", "-S", "train.lr=0.005,0.02,0.05", "--sort", "token_f1", "--apply-best"],
+             proj)
+    text = out.stdout + out.stderr
+    assert text.count("] sweep-") == 3 and "sweep, best token_f1 first" in text, text[-3000:]
+    shown = json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or []) if (e.get("name") or "").startswith("sweep-")]
+    assert len(exps) == 3, json.dumps(shown)[:3000]
+    lrs, f1 = set(), []
+    for e in exps:
+        data = e["revs"][0]["data"]
+        lrs.add(data["params"]["params.yaml"]["data"]["train"]["lr"])
+        f1.append(data["metrics"]["metrics/evaluate.json"]["data"]["token_f1"])
+    assert lrs == {0.005, 0.02, 0.05}
+    table = [line for line in text.splitlines() if "train.lr=" in line and "│" in line]
+    ranked = [float(re.search(r"train\.lr=([0-9.e-]+)", line).group(1)) for line in table]
+    assert len(ranked) == 3 and set(ranked) == lrs
+    best = max(exps, key=lambda e: e["revs"][0]["data"]["metrics"]["metrics/evaluate.json"]["data"]["token_f1"])
+    assert ranked[0] == best["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"]
+    assert f"lr: {ranked[0]}" in (proj / "params.yaml").read_text() and "applied the best run" in text
+    (proj / "params.yaml").write_text(before)

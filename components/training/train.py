@@ -335,6 +335,26 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     return run
 
 
+def live_log(run: TrainRun, kept: list[str]):
+    """dvclive beside the loss curve (`<train>_live/`: plots/metrics/train/{loss,lr}.tsv and metrics.json, read
+    by `dvc plots`, DVC Studio and the VS Code extension); a resumed run replays the steps it keeps."""
+    from dvclive import Live
+
+    live = Live(dir=str(run.curve_path.parent / f"{run.out_dir.name}_live"), save_dvc_exp=False, dvcyaml=None)
+    for line in kept:
+        step, loss, lr = line.rstrip("\n").split("\t")
+        live_step(live, int(step), float(loss), float(lr))
+    return live
+
+
+def live_step(live, step: int, loss: float, lr: float) -> None:
+    """One step, with the loss curve's rounding (a resumed run's replayed steps read the same)."""
+    live.step = step
+    live.log_metric("train/loss", round(loss, 6))
+    live.log_metric("train/lr", float(f"{lr:.6g}"))
+    live.make_summary()
+
+
 def loop(run: TrainRun, progress: bool = True) -> LoopResult:
     """Train from run.start to train.steps: loss curve, health checks, the best weights, checkpoints."""
     import torch
@@ -343,9 +363,11 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
     cfg, model, main = run.params.train, run.model, run.main
     health = Health(cfg.spike_factor, cfg.spike_warmup)
     best = {"step": run.start, "loss": float("inf"), "state": trainable_state(model)}
+    live = None
     if main:
         kept = _curve_until(run.curve_path, run.start)  # a resumed run drops the steps it is about to redo
         atomic_write_text(run.curve_path, "step\tloss\tlr\n" + "".join(kept))
+        live = live_log(run, kept)
     losses: list[float] = []
     real_tokens = computed_tokens = 0
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -385,6 +407,8 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             computed_tokens += batch["input_ids"].numel()
             curve.write(f"{step + 1}\t{value:.6f}\t{run.sched.get_last_lr()[0]:.6g}\n")
             curve.flush()
+            if live is not None:
+                live_step(live, step + 1, value, run.sched.get_last_lr()[0])
             bar.set_postfix(loss=f"{value:.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 rank_rng = dist.all_gather(torch.get_rng_state()) if run.acc else None
@@ -392,6 +416,8 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
                     save_checkpoint(run.ckpt_root, step + 1, run.parts, model, run.opt, run.sched, run.method,
                                     rank_rng=rank_rng)
     wall = time.perf_counter() - t0
+    if live is not None:
+        live.end()
     rank_tokens = [real_tokens]
     if run.acc:  # throughput counts every rank's tokens
         rank_tokens = dist.all_gather(real_tokens)

@@ -89,6 +89,10 @@ def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeyp
     (partial / "state.json").write_text(json.dumps({"step": 999, "fingerprint": "x"}))
     metrics = train(p, tmp_path / "crash")
     assert metrics["resumed_at"] == 10
+    # the dvclive log (read by `dvc plots`, DVC Studio) holds every step once, as the uninterrupted run's does
+    live = [(tmp_path / d / "train_live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+            for d in ("clean", "crash")]
+    assert live[0] == live[1] and [int(x.split("\t")[0]) for x in live[1][1:]] == list(range(1, p.train.steps + 1))
     a, b = adapter(tmp_path / "clean"), adapter(tmp_path / "crash")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 

@@ -142,7 +142,7 @@ def project_with(params, folder: Path) -> Path:
 
 # The longest files first: with one file per worker at a time (`--dist loadfile`), a long file
 # collected last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_methods.py", "test_merge_export.py", "test_embedded_e2e.py",
+LONGEST_FIRST = ("test_embedded_e2e.py", "test_pipeline_e2e.py", "test_methods.py", "test_merge_export.py", "test_prefect_server.py",
                  "test_crash_resume.py", "test_distributed.py")
 
 

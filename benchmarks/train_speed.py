@@ -42,7 +42,12 @@ ARMS = {
     "compile": ("lever: torch.compile of each decoder layer (compile time included)", ["train.compile=true"], 1, True),
     "grad_ckpt": ("memory lever: gradient checkpointing", ["train.gradient_checkpointing=true"], 1, True),
     "threads_1": ("threads: 1 intra-op thread instead of 2 (a quarter of the steps)", ["train.threads=1"], 0.25, False),
+    "bf16": ("precision: bf16 autocast (frozen weights stored in bf16 once)", ["train.precision=bf16"], 1, True),
+    "auto": ("precision: auto (bf16 only where a timed step at this shape is >= 1.15x faster)",
+             ["train.precision=auto"], 1, True),
 }
+PROBE_DRIFT = 0.15  # a round whose matmul probe moved more than this from the first probe is marked and run again
+MAX_LOAD = 1.5  # a benchmark started above this 1-minute load average waits (--wait) or refuses
 ORDER = ["plain", "peftpipe", "packed", "all_logits", "random_padded", "grad_ckpt", "compile", "threads_1", "grouped_packed"]
 
 
@@ -57,6 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--arms", nargs="+", default=ORDER, choices=list(ARMS))
     p.add_argument("--repeat", action="store_true", help="run plain and the fastest arm again at the end, in reverse")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds: the arms in order, then reversed (A B B A), "
+                                                        "each a fresh process; medians and the ratio's spread over rounds")
+    p.add_argument("--wait", type=float, default=0, metavar="MINUTES",
+                   help=f"when the 1-minute load average is above {MAX_LOAD}, wait up to this long for it to fall "
+                        "(0: refuse at once)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "train_speed"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -168,13 +178,30 @@ def run_arm(arm: str, args, child: list[str], tag: str) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
 
 
+def quiet_enough(wait_minutes: float) -> bool:
+    """True once the 1-minute load average is at most MAX_LOAD (waiting up to wait_minutes); says why if not."""
+    deadline = time.time() + 60 * wait_minutes
+    while True:
+        load = os.getloadavg()[0]
+        if load <= MAX_LOAD:
+            return True
+        if time.time() >= deadline:
+            print(f"refusing to benchmark: the 1-minute load average is {load:.2f} (> {MAX_LOAD}); other work shares "
+                  "the cores and the figures would measure it. Stop it, or pass --wait MINUTES.", file=sys.stderr)
+            return False
+        print(f"load average {load:.2f} > {MAX_LOAD}: waiting", flush=True)
+        time.sleep(15)
+
+
 def mean_runs(runs: list[dict]) -> dict:
-    """Speed figures averaged over repeated runs; the rest from the first run (same seed, same model)."""
+    """Speed figures: medians over the runs (rounds); the rest from the first run (same seed, same model)."""
+    import statistics
+
     if len(runs) == 1:
         return runs[0]
     out = dict(runs[0])
     for k in ("wall_s", "real_tokens_per_s", "s_per_step"):
-        out[k] = round(sum(r[k] for r in runs) / len(runs), 4)
+        out[k] = round(statistics.median(r[k] for r in runs), 4)
     out["train_peak_rss_mb"] = max(r["train_peak_rss_mb"] for r in runs)
     out["runs"] = [{k: r[k] for k in ("wall_s", "real_tokens_per_s", "eval_loss", "train_peak_rss_mb", "load_avg_1min_before_after")}
                    for r in runs]
@@ -201,22 +228,55 @@ def main(argv=None) -> int:
     from components.model.base_model import load_base
 
     n_params = sum(x.numel() for x in load_base(params(args).paths.base_model)[0].parameters())
+    if not quiet_enough(args.wait):
+        return 2
     roof = [matmul_gflops(threads)]
     runs: dict[str, list[dict]] = {}
-    for i, arm in enumerate(args.arms, 1):
-        runs.setdefault(arm, []).append(run_arm(arm, args, child, f"{i}/{len(args.arms)} {arm}"))
-        report(args, argv, runs, roof, n_params, threads)  # after every arm: a run cut short still leaves its figures
+    rounds: list[dict] = []
+    r = 0
+    while r < args.rounds:
+        probe = matmul_gflops(threads) if r else roof[0]
+        drift = abs(probe["square_2048"] / roof[0]["square_2048"] - 1)
+        order = args.arms if r % 2 == 0 else list(reversed(args.arms))  # A B, then B A: drift hits both sides
+        got = {arm: run_arm(arm, args, child, f"round {r + 1}/{args.rounds} {i}/{len(order)} {arm}")
+               for i, arm in enumerate(order, 1)}
+        after = matmul_gflops(threads)
+        moved = max(drift, abs(after["square_2048"] / roof[0]["square_2048"] - 1)) > PROBE_DRIFT
+        rounds.append({"round": r + 1, "order": order, "probe_gflops_before": probe, "probe_gflops_after": after,
+                       "marked": moved, "real_tokens_per_s": {a: g["real_tokens_per_s"] for a, g in got.items()},
+                       "load_avg": [g["load_avg_1min_before_after"] for g in got.values()]})
+        if moved and not any(x.get("repeat_of") == r + 1 for x in rounds):
+            print(f"round {r + 1}: the matmul probe moved more than {PROBE_DRIFT:.0%}: marked, run again", flush=True)
+            rounds[-1]["repeat_of"] = r + 1
+            continue
+        for arm, g in got.items():
+            runs.setdefault(arm, []).append(g)
+        roof.append(after)
+        report(args, argv, runs, roof, n_params, threads, rounds=rounds)  # a run cut short still leaves its figures
+        r += 1
     if args.repeat and "plain" in runs:
         best = max((a for a in runs if a != "plain" and ARMS[a][3]), key=lambda a: runs[a][0]["real_tokens_per_s"])
         for arm in (best, "plain"):
             runs[arm].append(run_arm(arm, args, child, f"repeat {arm}"))
-            report(args, argv, runs, roof, n_params, threads)
+            report(args, argv, runs, roof, n_params, threads, rounds=rounds)
     roof.append(matmul_gflops(threads))
-    report(args, argv, runs, roof, n_params, threads, final=True)
+    report(args, argv, runs, roof, n_params, threads, final=True, rounds=rounds)
     return 0
 
 
-def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: int, threads: int, final: bool = False) -> None:
+def round_ratios(rounds: list[dict], arm: str) -> dict | None:
+    """The arm's tokens/s over plain's within each counted round: median, min and max."""
+    import statistics
+
+    xs = [r["real_tokens_per_s"][arm] / r["real_tokens_per_s"]["plain"] for r in rounds
+          if not r.get("repeat_of") and arm in r["real_tokens_per_s"] and "plain" in r["real_tokens_per_s"]]
+    if not xs:
+        return None
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3), "rounds": len(xs)}
+
+
+def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: int, threads: int, final: bool = False,
+           rounds: list[dict] | None = None) -> None:
     gflops = {k: round(max(r[k] for r in roof), 1) for k in roof[0]}
     peak = gflops["square_2048"]
     results = {arm: mean_runs(rs) for arm, rs in runs.items()}
@@ -229,6 +289,7 @@ def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: 
         for arm, r in results.items():
             if arm != "plain":
                 ratios[arm] = {"real_tokens_per_s": round(r["real_tokens_per_s"] / plain["real_tokens_per_s"], 3),
+                               "real_tokens_per_s_over_rounds": round_ratios(rounds or [], arm),
                                "train_peak_rss": round(r["train_peak_rss_mb"] / plain["train_peak_rss_mb"], 3),
                                "eval_loss_diff": None if r["eval_loss"] is None else round(r["eval_loss"] - plain["eval_loss"], 4)}
     command = " ".join(["python benchmarks/train_speed.py", *(argv if argv is not None else sys.argv[1:])])
@@ -237,19 +298,24 @@ def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: 
               "config": {k: v for k, v in vars(args).items() if k != "one"} | {"params": n_params},
               "arms": {a: {"what": ARMS[a][0], "overrides": ARMS[a][1]} for a in results},
               "fp32_matmul_gflops": gflops, "fp32_matmul_gflops_runs": roof, "complete": final, "results": results,
+              "rounds": rounds or [],
               "ratios": ratios}
     out = Path(args.out)
     write_json(out / "train_speed.json", report)
     rows = []
     for arm, r in results.items():
         rat = ratios.get(arm, {})
+        over = rat.get("real_tokens_per_s_over_rounds") if rat else None
+        spread = f"{over['median']:.2f}x [{over['min']:.2f}..{over['max']:.2f}]" if over else "-"
         rows.append([arm, ARMS[arm][0], f"{r['real_tokens_per_s']:.1f}", f"{rat['real_tokens_per_s']:.2f}x" if rat else "1.00x",
+                     spread,
                      f"{r['padding_fraction']:.1%}", f"{r['s_per_step']:.2f}", f"{r['train_peak_rss_mb']:,.0f}",
                      "-" if r["eval_loss"] is None else f"{r['eval_loss']:.4f}",
                      "-" if not rat or rat["eval_loss_diff"] is None else f"{rat['eval_loss_diff']:+.4f}",
                      f"{r['utilisation_of_fp32_matmul']:.1%}", len(r.get("runs", [r])),
                      " / ".join(f"{x:.1f}" for x in r.get("load_avg_1min_before_after", []))])
-    table = markdown_table(["arm", "what", "real tokens/s", "vs plain", "padding computed", "s/step", "train peak RSS MB",
+    table = markdown_table(["arm", "what", "real tokens/s", "vs plain", "vs plain per round: median [min..max]",
+                            "padding computed", "s/step", "train peak RSS MB",
                             "eval loss", "vs plain", "useful FLOPs / fp32 matmul peak", "runs", "load avg before / after"], rows)
     loads = [x for r in results.values() for x in r.get("load_avg_1min_before_after", [])]
     busy = max(loads, default=0) > threads + 0.5
@@ -271,8 +337,10 @@ def report(args, argv, runs: dict[str, list[dict]], roof: list[dict], n_params: 
         f"Roofline, measured in the same run (best of the measurements before and after the arms): "
         f"fp32 matmul {peak:.0f} GFLOP/s on a 2048 square, {gflops['mlp_800x576x1536']:.0f} GFLOP/s at the model's MLP "
         f"shape (800 tokens x 576 x 1536). Useful FLOPs = 4 x {n_params / 1e6:.1f}M params x real tokens/s. bf16: "
-        f"{'native on this CPU' if env['bf16_native'] else 'not native on this CPU'} (detected: {flags}; no "
-        f"avx512_bf16 or amx_bf16), so every arm is fp32.\n\n{table}\n"))
+        f"{'native on this CPU' if env['bf16_native'] else 'not native on this CPU'} (detected: {flags}); every arm is "
+        f"fp32 unless it says otherwise. {len([x for x in rounds or [] if not x.get('repeat_of')])} interleaved round(s) "
+        f"(order reversed every other round; a round whose matmul probe moved more than {PROBE_DRIFT:.0%} is marked and "
+        f"run again; load average before/after each arm in the table).\n\n{table}\n"))
     try:
         import matplotlib
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from components.core.atomic import atomic_dir
-from components.core.layout import CHECKSUMS, MODEL_CARD_JSON, TEXT_METRICS
+from components.core.layout import CHECKSUMS, MODEL_CARD_JSON, REGRESSION_METRICS, TEXT_METRICS
 
 STAGES = ("staging", "production")
 
@@ -219,19 +219,46 @@ def register(root: Path, params, name: str, push: bool = False) -> dict:
     return {"version": version, "commit": commit, "lineage": info, "stages": [], "new": True}
 
 
-def check_promotion(candidate: dict, production: dict | None, max_regression: float) -> list[str]:
-    """Reasons a version may not be promoted: failed gates, or a metric below production's by more than allowed."""
+def check_promotion(candidate: dict, production: dict | None, max_regression: float,
+                    candidate_rows: dict | None = None, production_rows: dict | None = None) -> list[str]:
+    """Reasons a version may not be promoted: failed gates, or a regression against production beyond
+    `max_regression` points. With both bundles' per-question predictions (keyed by stable question id) the
+    comparison is on the questions both answered (ROUGE-L and exact match); else on the registered means."""
     problems = []
     lin = candidate["lineage"]
     if not lin.get("gates_passed"):
         problems.append(f"{candidate['version']} did not pass its quality gates")
-    if production and production["version"] != candidate["version"]:
-        prod = production["lineage"].get("metrics", {})
-        for metric, value in lin.get("metrics", {}).items():
-            if metric in prod and value < prod[metric] - max_regression:
-                problems.append(f"{metric} {value:.2f} regresses against production {production['version']} "
-                                f"({prod[metric]:.2f}; at most {max_regression:g} points lower allowed)")
+    if not production or production["version"] == candidate["version"]:
+        return problems
+    shared = sorted(set(candidate_rows or {}) & set(production_rows or {}))
+    if shared:
+        for metric in REGRESSION_METRICS:
+            diffs = [candidate_rows[i]["scores"][metric] - production_rows[i]["scores"][metric] for i in shared
+                     if metric in candidate_rows[i]["scores"] and metric in production_rows[i]["scores"]]
+            if diffs and sum(diffs) / len(diffs) < -max_regression:
+                problems.append(f"{metric} {sum(diffs) / len(diffs):+.2f} against production {production['version']} on "
+                                f"the {len(diffs)} questions both answered (at most {max_regression:g} points lower allowed)")
+        return problems
+    prod = production["lineage"].get("metrics", {})
+    for metric, value in lin.get("metrics", {}).items():
+        if metric in prod and value < prod[metric] - max_regression:
+            problems.append(f"{metric} {value:.2f} regresses against production {production['version']} "
+                            f"({prod[metric]:.2f}; at most {max_regression:g} points lower allowed)")
     return problems
+
+
+def _bundle_rows(root: Path, name: str, version: str, deploy_root: str) -> dict | None:
+    """The per-question predictions a version's bundle keeps (for promotion on shared questions), if it has them."""
+    from components.evaluation.evaluate import read_predictions
+    from components.evaluation.gates import PROMOTED_PREDICTIONS
+
+    try:
+        folder = materialise(root, name, version, deploy_root)
+    except Exception as e:  # a version registered without a bundle (or one this cache cannot fetch): means decide
+        print(f"{name} {version}: no bundle predictions to compare ({type(e).__name__}); comparing registered means")
+        return None
+    f = folder / PROMOTED_PREDICTIONS
+    return read_predictions(folder, PROMOTED_PREDICTIONS) if f.exists() else None
 
 
 def deployment_dir(root: Path, deploy_root: str, name: str, version: str) -> Path:
@@ -280,7 +307,9 @@ def promote(root: Path, name: str, version: str, stage: str, deploy_root: str, m
     candidate = version_info(root, name, version)
     prod_version = current(root, name, "production")
     production = version_info(root, name, prod_version) if prod_version else None
-    problems = check_promotion(candidate, production, max_regression)
+    rows = (_bundle_rows(root, name, version, deploy_root), _bundle_rows(root, name, prod_version, deploy_root)) \
+        if production and prod_version != version else (None, None)
+    problems = check_promotion(candidate, production, max_regression, *rows)
     if problems:
         raise RegistryError(f"refusing to promote {name} {version} to {stage}: " + "; ".join(problems))
     if current(root, name, stage) == version:

@@ -30,6 +30,23 @@ def test_promotion_refuses_failed_gates_and_regressions_beyond_the_tolerance():
     assert check_promotion(prod, prod, 1.0) == []
 
 
+def test_promotion_compares_the_questions_both_versions_answered():
+    """Data grew between versions: the candidate answered 20 questions, production 10 of them. Paired by question
+    id, the candidate is as good on the shared 10 although its mean over all 20 is lower; and a real regression
+    on the shared questions is refused whatever the means say."""
+    def rows(pairs):
+        return {i: {"id": i, "scores": {"rouge-l": r, "exact_match": e}} for i, (r, e) in pairs.items()}
+
+    prod_rows = rows({f"q{i}": (80.0, 100.0) for i in range(10)})
+    grown = rows({**{f"q{i}": (80.0, 100.0) for i in range(10)}, **{f"n{i}": (20.0, 0.0) for i in range(10)}})
+    prod, cand = version("v0.0.1", **{"rouge-l": 80.0}), version("v0.0.2", **{"rouge-l": 50.0})
+    assert check_promotion(cand, prod, 1.0) != []  # the means alone: refused (50 vs 80)
+    assert check_promotion(cand, prod, 1.0, grown, prod_rows) == []  # the same questions: no regression
+    worse = rows({f"q{i}": (80.0, 0.0) for i in range(10)})  # same wording, every fact lost
+    problems = check_promotion(version("v0.0.3", **{"rouge-l": 99.0}), prod, 1.0, worse, prod_rows)
+    assert len(problems) == 1 and "exact_match -100.00 against production v0.0.1 on the 10 questions both answered" in problems[0]
+
+
 def watch_project(tmp_path: Path) -> Path:
     (tmp_path / "params.yaml").write_text("data:\n  path: d.jsonl\n")
     (tmp_path / "d.jsonl").write_text('{"question": "q?", "answer": "a"}\n')

@@ -53,7 +53,8 @@ def main(argv=None) -> int:
         "env": {**env_block(os.cpu_count() or 1), "load_average_1m_at_start": round(load, 2)},
         "commit": commit, "command": "bash scripts/setup.sh && .venv/bin/peftpipe run",
         "setup": {"exit": setup_rc, "seconds": setup_s},
-        "run": {"exit": rc, "seconds": run_s, "output_lines": len(out.splitlines()),
+        # lines as a terminal shows them: newlines; a progress bar redraws itself with carriage returns
+        "run": {"exit": rc, "seconds": run_s, "output_lines": out.count("\n"), "progress_redraws": out.count("\r"),
                 "stages_run": re.findall(r"Running stage '([a-z_]+)'", out)},
         "metric_style": tuned.get("metric_style"), "samples": tuned.get("samples"),
         "base": {k: base.get(k) for k in METRICS}, "tuned": {k: tuned.get(k) for k in METRICS},
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         "train": {k: metrics.get("train", {}).get(k) for k in ("steps", "precision", "wall_s", "tokens_per_s", "final_loss")},
         "ratios": {"tuned_vs_base_rouge_l_points": round((tuned.get("rouge-l") or 0) - (base.get("rouge-l") or 0), 2),
                    "tuned_vs_base_exact_match_points": round((tuned.get("exact_match") or 0) - (base.get("exact_match") or 0), 2)},
-        "output_tail": out.splitlines()[-40:],
+        "output_tail": out.replace("\r", "\n").split("\n")[-40:],
     }
     out_dir = Path(args.out)
     write_json(out_dir / "quickstart.json", result)

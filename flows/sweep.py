@@ -110,3 +110,21 @@ def sweep(sets: list[str], until: str = "evaluate", sort: str = "rouge-l", apply
                        stdout=subprocess.DEVNULL)
         print(f"applied the best run, {best['name']} ({' '.join(best['overrides'])}): params.yaml and outputs are its own")
     return ranked
+
+
+def environment() -> dict:
+    """The machine a sweep ran on (CPU model and flags, cores, load average, library versions)."""
+    import platform
+
+    import torch
+    import transformers
+
+    from components.core.runtime import cpu_flags
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "load_average": [round(x, 2) for x in os.getloadavg()],
+            "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"})}

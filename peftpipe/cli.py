@@ -192,6 +192,14 @@ def cmd_sweep(args) -> int:
     with run_lock():
         rows = sweep(args.set, args.until, args.sort, args.apply_best)
     print_sweep(rows, args.sort)
+    if args.out:  # the table as a record: what ran, on what, and what each point scored
+        from components.core.atomic import atomic_write_json
+        from flows.sweep import environment
+
+        atomic_write_json(Path(args.out), {"command": "peftpipe sweep " + " ".join(f"-S '{s}'" for s in args.set)
+                                           + f" --until {args.until} --sort {args.sort}", "env": environment(),
+                                           "sort": args.sort, "runs": rows})
+        print(f"wrote {args.out}")
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 
 
@@ -303,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
                                                         "export for the whole pipeline)")
     sw.add_argument("--sort", default="rouge-l", help="the metric that ranks the runs (metrics/evaluate.json)")
     sw.add_argument("--apply-best", action="store_true", help="apply the best experiment to the workspace (dvc exp apply)")
+    sw.add_argument("--out", help="also write the ranked runs as JSON to this file")
     sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("data", help="dataset utilities")

@@ -27,9 +27,10 @@ METRICS = ("rouge-l", "exact_match", "token_f1", "bleu-4")
 
 def run(cmd: str, cwd: Path) -> tuple[int, str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run(["bash", "-c", cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           env={k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")})
-    return proc.returncode, proc.stdout + proc.stderr, round(time.perf_counter() - t0, 1)
+    # bytes as the terminal gets them: text mode would turn a progress bar's carriage returns into lines
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), round(time.perf_counter() - t0, 1)
 
 
 def main(argv=None) -> int:

@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     sizes = [b or p.evaluate.batch_size for b in args.batch_sizes]
     model, tok = load_base(p.paths.base_model)
     model.eval()
-    samples = test_samples(p.paths.prepared, args.samples)
+    samples = test_samples(p.paths.prepared, args.samples, p.prepare.split_seed)
     prompts = [s["prompt_ids"] for s in samples]
     half = len(prompts) // 2
     parts = [prompts[:half], prompts[half:]]

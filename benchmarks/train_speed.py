@@ -85,7 +85,7 @@ def params(args, arm: str = "peftpipe"):
 def score(model, tokenizer, p, n: int) -> float:
     from components.evaluation.evaluate import eval_loss, test_samples
 
-    samples = test_samples(p.paths.prepared, n)
+    samples = test_samples(p.paths.prepared, n, p.prepare.split_seed)
     return eval_loss(model, tokenizer, samples, [s["prompt_ids"] for s in samples], 16)
 
 

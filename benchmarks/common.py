@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import sys
@@ -15,23 +14,16 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def env_block(threads: int) -> dict:
-    """CPU, threads and library versions, recorded with every result."""
+    """CPU, flags, load average, threads and library versions, recorded with every result."""
     import peft
     import torch
     import transformers
 
-    from components.core.runtime import cpu_flags, resolve_precision
+    from components.core.runtime import machine, resolve_precision
 
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "bf16_native": resolve_precision("auto") == "bf16",
-            "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {**machine(), "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "bf16_native": resolve_precision("auto") == "bf16"}
 
 
 def peak_rss_mb() -> float:

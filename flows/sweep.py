@@ -113,18 +113,13 @@ def sweep(sets: list[str], until: str = "evaluate", sort: str = "rouge-l", apply
 
 
 def environment() -> dict:
-    """The machine a sweep ran on (CPU model and flags, cores, load average, library versions)."""
+    """The machine a sweep ran on (components.core.runtime.machine) and the library versions."""
     import platform
 
     import torch
     import transformers
 
-    from components.core.runtime import cpu_flags
+    from components.core.runtime import machine
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "load_average": [round(x, 2) for x in os.getloadavg()],
-            "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"})}
+    return {**machine(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__}

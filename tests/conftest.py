@@ -13,6 +13,8 @@ from components.core.runtime import quiet_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 quiet_env()
+# `precision: auto` caches its measured choice; test runs (and their subprocesses) keep theirs out of ~/.cache
+os.environ.setdefault("PEFTPIPE_CACHE_DIR", str(Path(__import__("tempfile").mkdtemp(prefix="peftpipe-test-cache-"))))
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +141,39 @@ def project_with(params, folder: Path) -> Path:
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 
+
+
+def crash_training_at(monkeypatch, call: int):
+    """Make the train loop's `call`-th batch raise KeyboardInterrupt (a crash mid-run); returns the real collate
+    (setattr it back to train on)."""
+    from components.training import train as train_mod
+
+    real, calls = train_mod.collate, {"n": 0}
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "collate", crashing)
+    return real
+
+
+def edit_a_training_row(data: Path) -> None:
+    """Change one row of a QA file that the default split puts in train (its answer's '.' become '!')."""
+    import json
+
+    from components.core.config import PrepareConfig
+    from components.data.prepare import in_test_split
+
+    cfg = PrepareConfig()
+    lines = data.read_text().splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if not in_test_split(json.loads(line)["question"], cfg.split_seed,
+                                                                     cfg.test_fraction))
+    row = json.loads(lines[i])
+    lines[i] = json.dumps({**row, "answer": row["answer"].replace(".", "!")}, sort_keys=True) + "\n"
+    data.write_text("".join(lines))
 
 # The longest files first: with one file per worker at a time (`--dist loadfile`), a long file
 # collected last would run alone at the end while the other worker idles.

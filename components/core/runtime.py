@@ -77,6 +77,21 @@ def set_seed(seed: int) -> None:
 
 
 @lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def machine() -> dict:
+    """The CPU (model, cores, the flags that decide the kernels) and the load average: recorded with results."""
+    isa = sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"})
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": isa,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+@lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -31,7 +31,6 @@ class Bundle:
 
         from components.data.chat import special_tokens
         from components.deploy.export import verify_checksums
-        from components.methods import NAMES, route
         from components.methods.icl import read_shots
         from components.serving.onnx_runtime import OnnxCausalLM
 
@@ -46,10 +45,7 @@ class Bundle:
         self.control_tokens = special_tokens(self.tokenizer)  # refused inside client text (see serve.py)
         self.variant, model_file = variant_file(self.folder, variant)
         self.lm = OnnxCausalLM(self.folder, threads, model_file=model_file)
-        # an ICL bundle's examples go before the question (no card, or a method no longer here: the file decides)
-        method = self.card.get("method")
-        ships_shots = route(method) == "icl" if method in NAMES else True
-        self.shots = (read_shots(self.folder) if ships_shots else None) or []
+        self.shots = read_shots(self.folder) or []  # an ICL bundle's examples go before the question
         self.eos = self.gen["eos_token_id"]
 
     def prompt_ids(self, question: str) -> list[int]:

@@ -89,6 +89,8 @@ def latest_checkpoint(ckpt_root: Path, parts: dict) -> tuple[Path | None, str | 
             why = why or f"not resuming {d}: it was made from other inputs ({_what_changed(state.get('made_from', {}), parts)})"
         except (OSError, ValueError, KeyError):
             continue
+    if why is None and (ckpt_root / "finished.json").exists():
+        why = f"the last run finished ({ckpt_root / 'finished.json'}) and kept no checkpoint to resume"
     return None, why
 
 

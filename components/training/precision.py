@@ -32,18 +32,11 @@ def cache_key(model, method: str, tokens: int, threads: int) -> str:
     import torch
 
     cfg = model.config
-    shape = {"cpu": _cpu_model(), "torch": torch.__version__, "threads": threads, "method": method,
+    shape = {"cpu": runtime.cpu_model(), "torch": torch.__version__, "threads": threads, "method": method,
              "model": [getattr(cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size",
                                                        "intermediate_size")],
              "tokens": 1 << max(0, int(tokens) - 1).bit_length()}
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def time_steps(step, rounds: int = ROUNDS) -> dict[str, float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, RELAXED_GATES, ROOT, SECRETS, free_port, make_project, ran_stages, sh
+from conftest import BIN, RELAXED_GATES, ROOT, SECRETS, edit_a_training_row, free_port, make_project, ran_stages, sh
 
 @pytest.fixture(scope="module")
 def project(tiny_model_dir, tmp_path_factory):
@@ -129,7 +129,6 @@ def test_ci_release_script_promotes_staging_to_production(project, tmp_path):
 def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_staging(project, tmp_path):
     """A train-split row edit: the watcher reruns validate onwards (the base model and its evaluation are
     reused), registers v0.0.2 with the new data hash and puts it in staging; production stays."""
-    from components.data.prepare import in_test_split
 
     proj, _ = project
     log = tmp_path / "watch.log"
@@ -142,11 +141,7 @@ def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_stag
         while "watching" not in log.read_text() and time.time() < deadline:
             time.sleep(0.5)
         data = proj / "data" / "qa.jsonl"
-        lines = data.read_text().splitlines(keepends=True)
-        i = next(k for k, line in enumerate(lines) if not in_test_split(json.loads(line)["question"], 42, 0.1))
-        row = json.loads(lines[i])
-        lines[i] = json.dumps({**row, "answer": row["answer"].replace(".", "!")}, sort_keys=True) + "\n"
-        data.write_text("".join(lines))
+        edit_a_training_row(data)
         assert watcher.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
         watcher.kill()

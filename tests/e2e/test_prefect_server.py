@@ -2,17 +2,15 @@
 from infra/prefect, a worker; a data row changes, `peftpipe watch --emit-event` sends peftpipe.data.changed, the
 trigger starts the release flow, and a new version lands in staging. Everything started here is stopped."""
 
-import json
 import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import BIN, GIT_IDENTITY, ROOT, free_port, make_project, sh
+from conftest import BIN, GIT_IDENTITY, ROOT, edit_a_training_row, free_port, make_project, sh
 
 pytestmark = pytest.mark.prefect_server
 RELEASE_FLOW = "peftpipe-release"
@@ -38,7 +36,6 @@ def flow_runs(api: str) -> list[dict]:
 
 def test_a_data_change_event_runs_the_deployed_release_on_a_prefect_server(tiny_model_dir, tmp_path):
     from components.core.config import write_overrides
-    from components.data.prepare import in_test_split
     from conftest import RELAXED_GATES
 
     proj = make_project(tmp_path / "proj")
@@ -85,12 +82,7 @@ def test_a_data_change_event_runs_the_deployed_release_on_a_prefect_server(tiny_
         watcher = start("watch", [str(BIN / "peftpipe"), "watch", "--emit-event", "--interval", "0.5", "--debounce", "1",
                                   "--max-runs", "1"])
         wait_for(lambda: "watching" in log("watch"), 120, 0.5, "the watcher")
-        data = proj / "data" / "qa.jsonl"
-        lines = data.read_text().splitlines(keepends=True)
-        i = next(k for k, line in enumerate(lines) if not in_test_split(json.loads(line)["question"], 42, 0.1))
-        row = json.loads(lines[i])
-        lines[i] = json.dumps({**row, "answer": row["answer"].replace(".", "!")}, sort_keys=True) + "\n"
-        data.write_text("".join(lines))
+        edit_a_training_row(proj / "data" / "qa.jsonl")
         assert watcher.wait(timeout=120) == 0, log("watch")
         assert "emitted peftpipe.data.changed" in log("watch") and "not sent" not in log("watch"), log("watch")
 

@@ -12,7 +12,7 @@ from components.model.base_model import load_base
 from components.methods import NAMES, get_method, mergeable, route, trains
 from components.model.trained import load_trained
 from components.methods.icl import read_shots
-from conftest import tiny_overrides
+from conftest import crash_training_at, tiny_overrides
 from peftpipe.cli import main
 
 TRAINED = [m for m in NAMES if trains(m)]
@@ -90,15 +90,7 @@ def test_method_trains_resumes_saves_reloads_evaluates_and_merges(setup, monkeyp
     assert 0 < clean["trainable_params"] < clean["total_params"] or method == "full"
     assert clean["health"]["ok"] and clean["family"] == get_method(method).FAMILY
 
-    real, calls = train_mod.collate, {"n": 0}
-
-    def crash(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("simulated crash")
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "collate", crash)
+    real = crash_training_at(monkeypatch, 7)
     assert stage_cli(proj, sets, "train", *m, f"paths.train={run}/b") == 130  # interrupted
     monkeypatch.setattr(train_mod, "collate", real)
     assert stage_cli(proj, sets, "train", *m, f"paths.train={run}/b") == 0

@@ -21,7 +21,7 @@ from components.data.prepare import load_prepared, run_prepare
 from components.training import train as train_mod
 from components.training.train import batch_schedule
 from components.data.validate import run_validate
-from conftest import tiny_params
+from conftest import crash_training_at, tiny_params
 from peftpipe.cli import main
 from components.core.config import params_dict
 
@@ -106,15 +106,7 @@ def test_two_processes_match_one_and_resume_its_checkpoint(tiny_model_dir, tmp_p
 
     # a one-process run that crashed after its step-4 checkpoint; two processes resume it and end where `one` ended
     partial = project(tmp_path, "partial", p)
-    real, calls = train_mod.collate, {"n": 0}
-
-    def crashing_collate(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt("simulated crash")
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "collate", crashing_collate)
+    real = crash_training_at(monkeypatch, 6)
     monkeypatch.chdir(partial)
     assert main(["stage", "train", "-S", "train.processes=1"]) == 130  # interrupted
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ from components.training import train as train_mod
 from components.model.base_model import materialise
 from components.data.prepare import run_prepare
 from components.data.validate import run_validate
-from conftest import tiny_params
+from conftest import crash_training_at, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +71,7 @@ def test_lora_learns_and_same_params_give_identical_weights_and_metrics(prepared
 def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeypatch):
     _, p = prepared
     train(p, tmp_path / "clean")
-    real_collate, calls = train_mod.collate, {"n": 0}
-
-    def crashing_collate(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 16:
-            raise KeyboardInterrupt("simulated crash")
-        return real_collate(*a, **k)
-
-    monkeypatch.setattr(train_mod, "collate", crashing_collate)
+    real_collate = crash_training_at(monkeypatch, 16)
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path / "crash")
     monkeypatch.setattr(train_mod, "collate", real_collate)
@@ -97,19 +89,6 @@ def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeyp
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
-def _crash_at_call(monkeypatch, n: int):
-    real, calls = train_mod.collate, {"n": 0}
-
-    def crashing_collate(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt("simulated crash")
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "collate", crashing_collate)
-    return real
-
-
 def test_changed_data_never_resumes_a_stale_checkpoint(prepared, tmp_path, monkeypatch, capsys):
     """One training answer changed to a wrong fact of the same length (as a user edits data/qa.jsonl): the train
     stage starts at step 0 and says in one line why the checkpoint was not used; the finished run keeps none."""
@@ -117,7 +96,7 @@ def test_changed_data_never_resumes_a_stale_checkpoint(prepared, tmp_path, monke
 
     _, p = prepared
     assert p.train.checkpoint_every < p.train.steps
-    real = _crash_at_call(monkeypatch, 15)  # a checkpoint at step 10, then a crash
+    real = crash_training_at(monkeypatch, 15)  # a checkpoint at step 10, then a crash
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path)
     monkeypatch.setattr(train_mod, "collate", real)
@@ -142,6 +121,10 @@ def test_changed_data_never_resumes_a_stale_checkpoint(prepared, tmp_path, monke
     assert m["resumed_at"] == 0
     assert "not resuming" in said and "the prepared data's content" in said and "resuming from" not in said
     assert not list((tmp_path / "ckpt").glob("step-*"))  # a finished run's checkpoints seed no other run
+    # the user's case: a finished run, then the data changes back: step 0 again, and the line says why
+    again = train(p, tmp_path)
+    said = capsys.readouterr().out
+    assert again["resumed_at"] == 0 and "the last run finished" in said and "starting at step 0" in said
 
 
 def test_other_params_or_base_weights_are_named_when_a_checkpoint_is_skipped(prepared, tmp_path):

@@ -1,7 +1,7 @@
 """`train.precision: auto` decided by measurement, not by CPU flags alone.
 
-bf16 on a CPU pays where the matmuls dominate and loses where per-step overhead does (measured on an
-AMX Xeon: 1.29x at 16 rows x 38 tokens, 0.93x at 64 rows). So on a CPU with native bf16, `auto` times
+bf16 on a CPU pays where the matmuls dominate and can lose where per-step overhead does (small steps).
+So on a CPU with native bf16, `auto` times
 a bf16 and an fp32 train step (forward and backward, no optimizer step) at the run's own shape, in
 interleaved rounds, and takes bf16 only when it is at least SPEEDUP x faster. The decision is cached
 per CPU model, torch version, threads, model and batch size (in tokens, rounded to a power of two),

@@ -327,7 +327,7 @@ def parser() -> argparse.ArgumentParser:
     di.set_defaults(func=cmd_data_inspect)
 
     b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (methods, inference, serve_load, train_speed, eval_speed, step_profile); --help after the name for its options")
-    b.add_argument("name", help="benchmark name: methods, inference, serve_load, train_speed")
+    b.add_argument("name", help="benchmark name: methods, inference, serve_load, train_speed, eval_speed, step_profile")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=cmd_bench)
 

@@ -45,6 +45,9 @@ ARMS = {
     "bf16": ("precision: bf16 autocast (frozen weights stored in bf16 once)", ["train.precision=bf16"], 1, True),
     "auto": ("precision: auto (bf16 only where a timed step at this shape is >= 1.15x faster)",
              ["train.precision=auto"], 1, True),
+    "tokens": ("lever: a token budget per step (train.batch_tokens; the same rows in fewer, larger steps, warmup "
+               "scaled with them, lr by the square-root rule)", [], "rows", True),
+    "tokens_auto": ("the token budget with precision: auto", ["train.precision=auto"], "rows", True),
 }
 PROBE_DRIFT = 0.15  # a round whose matmul probe moved more than this from the first probe is marked and run again
 MAX_LOAD = 1.5  # a benchmark started above this 1-minute load average waits (--wait) or refuses
@@ -58,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-tokens", type=int, default=2048, help="the tokens arms' train.batch_tokens")
     p.add_argument("--eval-samples", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--arms", nargs="+", default=ORDER, choices=list(ARMS))
@@ -75,11 +79,36 @@ def parse_args(argv=None):
 
 def params(args, arm: str = "peftpipe"):
     _, extra, frac, _ = ARMS[arm]
-    steps = max(2, round(args.steps * frac))
+    base = bench_params(args.workdir, args.data, args.max_length, args.threads, [
+        "train.method=lora", "train.lora.r=8", "train.lora.alpha=16", "train.lora.target_modules=[q_proj,v_proj]",
+        f"train.lora.lr={args.lr}", f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
+        f"train.checkpoint_every={args.steps}", "train.precision=fp32", *extra])
+    if frac == "rows":  # a token budget: as many steps as it takes to see the rows the other arms see
+        steps, warmup = budget_steps(args, base)
+        extra = [*extra, f"train.batch_tokens={args.batch_tokens}", f"train.warmup_steps={warmup}"]
+    else:
+        steps = max(2, round(args.steps * frac))
     return bench_params(args.workdir, args.data, args.max_length, args.threads, [
         "train.method=lora", "train.lora.r=8", "train.lora.alpha=16", "train.lora.target_modules=[q_proj,v_proj]",
         f"train.lora.lr={args.lr}", f"train.steps={steps}", f"train.batch_size={args.batch_size}",
         f"train.checkpoint_every={steps}", "train.precision=fp32", *extra])
+
+
+def budget_steps(args, p) -> tuple[int, int]:
+    """(steps, warmup steps) under train.batch_tokens that cover the rows of --steps x --batch-size rows, with the
+    warmup the same fraction of the run; from the train stage's own schedule on the prepared rows."""
+    from components.data.prepare import load_prepared
+    from components.training.train import batch_schedule
+
+    lengths = load_prepared(p.paths.prepared)["train"]["length"]
+    rows = args.steps * args.batch_size
+    sched = batch_schedule(lengths, args.batch_size, rows, p.seed, p.train.group_by_length, args.batch_tokens,
+                           p.train.packing)
+    seen, steps = 0, 0
+    while seen < rows:
+        seen += len(sched[steps])
+        steps += 1
+    return steps, max(1, round(p.train.warmup_steps * steps / args.steps))
 
 
 def score(model, tokenizer, p, n: int) -> float:

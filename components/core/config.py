@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the key.
 from __future__ import annotations
 
 from components.core.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +84,10 @@ class _TrainLoop(Section):
     method: str = Field("lora", description="one of components.methods.NAMES")
     steps: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
+    batch_tokens: int | None = Field(None, ge=8, description="a token budget per step instead of batch_size rows: "
+                                     "length-grouped rows while rows x the longest row (packing: their sum) fits")
+    lr_scaling: Literal["sqrt", "none"] = Field("sqrt", description="batch_tokens: lr x sqrt(mean rows per step / "
+                                                "batch_size), Adam's square-root rule; none: lr as given")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 10
@@ -119,7 +124,14 @@ class _TrainLoop(Section):
         return getattr(self, self.method)
 
     def method_lr(self) -> float:
+        """The learning rate for `batch_size` rows a step (the method block's own, else train.lr)."""
         return self.method_config().lr or self.lr
+
+    def step_lr(self, rows_per_step: float) -> float:
+        """The learning rate used: method_lr, scaled for a token budget's mean rows per step (lr_scaling)."""
+        if self.batch_tokens is None or self.lr_scaling == "none":
+            return self.method_lr()
+        return self.method_lr() * math.sqrt(rows_per_step / self.batch_size)
 
 
 def _method_blocks() -> dict:

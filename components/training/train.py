@@ -20,6 +20,7 @@ from components.data.prepare import IGNORE_INDEX, load_prepared
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from components.core.config import Params
 from components.core.runtime import autocast_for, resolve_device, set_seed, set_threads
+from components.training.chunked_loss import chunked_cross_entropy
 from components.training.precision import decide as decide_precision
 
 
@@ -53,16 +54,29 @@ class Health:
         return True
 
 
-def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: bool = True) -> list[list[int]]:
+def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: bool = True,
+                   tokens: int | None = None, packed: bool = False) -> list[list[int]]:
     """Index lists for every step: shuffle, group similar lengths (less padding), shuffle batches.
 
-    group=False: plain random batches (consecutive slices of each epoch's permutation)."""
+    group=False: plain random batches (consecutive slices of each epoch's permutation).
+    tokens: a token budget per step instead of `batch_size` rows: rows join a batch while the tokens it
+    computes (rows x its longest row; packed: their sum) stay within the budget; a row longer than the
+    budget is a batch of its own."""
     rng = np.random.default_rng(seed)
     n = len(lengths)
+    if tokens is not None:  # rows a batch holds at the median length: sizes the length-sorted chunks
+        batch_size = max(1, tokens // max(1, int(np.median(lengths))))
     bs = min(batch_size, n)
     out: list[list[int]] = []
     while len(out) < steps:
         perm = rng.permutation(n)
+        if tokens is not None:
+            if group:
+                mega = bs * 16
+                perm = [i for s in range(0, n, mega) for i in sorted(perm[s : s + mega].tolist(), key=lambda i: -lengths[i])]
+            batches = fill_budget([int(i) for i in perm], lengths, tokens, packed)
+            out += [batches[b] for b in (rng.permutation(len(batches)) if group else range(len(batches)))]
+            continue
         if not group:
             out += [perm[j : j + bs].tolist() for j in range(0, n - bs + 1 if n >= bs else 1, bs)]
             continue
@@ -74,6 +88,25 @@ def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, g
         for b in rng.permutation(len(batches)):
             out.append(batches[b])
     return out[:steps]
+
+
+def fill_budget(order: list[int], lengths: list[int], tokens: int, packed: bool = False) -> list[list[int]]:
+    """`order` cut into consecutive batches, each as many rows as fit `tokens` computed tokens
+    (rows x the longest, or the sum when packed); a row over the budget alone."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = total = 0
+    for i in order:
+        n = lengths[i]
+        cost = total + n if packed else (len(cur) + 1) * max(longest, n)
+        if cur and cost > tokens:
+            batches.append(cur)
+            cur, longest, total = [], 0, 0
+        cur.append(i)
+        longest, total = max(longest, n), total + n
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 def collate(rows: list[dict], pad_id: int):
@@ -152,7 +185,8 @@ def _decoder_and_head(model):
 
 def lm_loss(model, batch: dict, autocast=None):
     """Mean cross-entropy over the label tokens, as `model(**batch).loss`, with the vocabulary projection computed
-    only where there is a label (prompt, padding and the last position need no logits) and no KV cache built."""
+    only where there is a label (prompt, padding and the last position need no logits), a chunk of tokens at a time
+    when the projection is frozen, and no KV cache built."""
     import torch
 
     parts = _decoder_and_head(model)
@@ -167,8 +201,16 @@ def lm_loss(model, batch: dict, autocast=None):
                     use_cache=False).last_hidden_state
         target = batch["labels"][:, 1:]
         keep = target != IGNORE_INDEX
+        if _frozen_plain_linear(head):  # logits a chunk at a time, never held whole (components/training/chunked_loss.py)
+            return chunked_cross_entropy(h[:, :-1][keep], head.weight, target[keep])
         logits = head(h[:, :-1][keep])
         return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+def _frozen_plain_linear(head) -> bool:
+    import torch
+
+    return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
 
 
 def speed_options(model, cfg) -> None:
@@ -237,6 +279,8 @@ class TrainRun:
     precision_choice: dict = field(default_factory=dict)  # how `precision` was chosen (metrics/train.json)
     scaler: object = None  # fp16: a GradScaler
     frozen_bf16: int = 0  # frozen parameters kept in bf16 (adapter methods in bf16)
+    rows_per_step: float = 0.0  # mean over the schedule (batch_size, or what train.batch_tokens holds)
+    lr: float = 0.0  # the peak learning rate used (train.lr_scaling under a token budget)
 
     @property
     def main(self) -> bool:
@@ -301,10 +345,14 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
         raise ValueError(f"train.packing needs a method whose adapters sit inside the model's layers, not {cfg.method}")
     if cfg.packing and world > 1:  # the DDP path runs the model's own forward, which keeps a KV cache: no packed mask
         raise ValueError("train.packing runs in one process (train.processes=1)")
-    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, cfg.steps, params.seed, cfg.group_by_length)
+    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, cfg.steps, params.seed,
+                                  cfg.group_by_length, cfg.batch_tokens, cfg.packing)
     if world > 1 and min(map(len, run.schedule)) < world:
-        raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch")
-    run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.method_lr(),
+        what = f"train.batch_tokens {cfg.batch_tokens} holds a batch" if cfg.batch_tokens else f"train.batch_size {cfg.batch_size} is"
+        raise ValueError(f"{what} smaller than the {world} processes sharing each batch")
+    run.rows_per_step = float(np.mean([len(b) for b in run.schedule]))
+    run.lr = cfg.step_lr(run.rows_per_step)
+    run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     first = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in run.schedule[0][rank::world]],
@@ -437,7 +485,8 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
                 named[n].copy_(t)
     tail = [x for x in res.losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
     metrics = {
-        "method": cfg.method, "family": run.method.FAMILY, "lr": cfg.method_lr(), "steps": cfg.steps,
+        "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": cfg.steps,
+        "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3),
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
         "total_params": run.total, "precision": run.precision, "precision_choice": run.precision_choice,

@@ -108,3 +108,62 @@ def test_packing_refuses_prompt_methods(prepared, tmp_path):  # noqa: F811
     _, p = prepared
     with pytest.raises(ValueError, match="packing"):
         train(p, tmp_path, {"method": "prompt", "packing": True, "steps": 2})
+
+
+@pytest.mark.parametrize("group,packed", [(True, False), (False, False), (True, True)])
+def test_token_budget_batches_fit_the_budget_and_cover_each_row_once(group, packed):
+    lengths = [5 + (i * 7) % 40 for i in range(320)] + [450]  # one row longer than the budget
+    budget = 400
+    sched = train_mod.batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
+    first_epoch, seen = [], 0
+    for b in sched:  # the first epoch's batches: until every row has been taken once
+        first_epoch.append(b)
+        seen += len(b)
+        if seen >= len(lengths):
+            break
+    assert sorted(i for b in first_epoch for i in b) == list(range(len(lengths)))
+    for b in sched:
+        cost = sum(lengths[i] for i in b) if packed else len(b) * max(lengths[i] for i in b)
+        assert cost <= budget or len(b) == 1
+    sizes = {len(b) for b in sched}
+    assert len(sizes) > 1 and max(sizes) > 8  # short rows: more of them a step
+    assert sched == train_mod.batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
+    if group:  # length grouping: less padding than random batches under the same budget
+        rand = train_mod.batch_schedule(lengths, 8, 400, seed=1, group=False, tokens=budget)
+        pad = lambda s: sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in s)  # noqa: E731
+        assert packed or pad(sched) < 0.5 * pad(rand)
+
+
+def test_token_budget_scales_the_learning_rate_by_the_square_root_rule(prepared):  # noqa: F811
+    _, p = prepared
+    cfg = p.train.model_copy(update={"batch_size": 4, "batch_tokens": 512, "lr": 1e-3})
+    lr = cfg.method_config().lr or 1e-3
+    assert cfg.step_lr(16) == pytest.approx(lr * 2)  # 4x the rows: 2x the lr
+    assert cfg.model_copy(update={"lr_scaling": "none"}).step_lr(16) == pytest.approx(lr)
+    assert cfg.model_copy(update={"batch_tokens": None}).step_lr(16) == pytest.approx(lr)
+
+
+def test_training_with_a_token_budget(prepared, tmp_path):  # noqa: F811
+    _, p = prepared
+    rows = load_prepared(p.paths.prepared)["train"].to_list()
+    budget = 6 * max(r["length"] for r in rows)
+    m = train(p, tmp_path, {"batch_tokens": budget, "steps": 30})
+    assert m["batch_tokens"] == budget and m["rows_per_step"] >= 6
+    assert m["lr"] == pytest.approx(p.train.method_lr() * (m["rows_per_step"] / p.train.batch_size) ** 0.5)
+    assert m["final_loss"] < m["first_loss"] - 0.05  # learns (a random tiny base moves slowly)
+    assert m["padding_fraction"] < 0.5
+
+
+def test_lm_loss_gradients_equal_the_models_own(rows_and_model):
+    """The chunked vocabulary projection: the adapter's gradients are those of `model(**batch).loss`."""
+    rows, model, tok = rows_and_model
+    batch = train_mod.collate(rows, tok.pad_token_id)
+    assert train_mod._frozen_plain_linear(train_mod._decoder_and_head(model)[1])  # the chunked path is the one tested
+    grads = []
+    for loss_of in (lambda: train_mod.lm_loss(model, batch), lambda: model(**batch).loss):
+        model.zero_grad(set_to_none=True)
+        loss_of().backward()
+        grads.append({n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad})
+    model.zero_grad(set_to_none=True)
+    ours, theirs = grads
+    assert all(torch.allclose(ours[n], theirs[n], atol=1e-6, rtol=1e-4) for n in ours)

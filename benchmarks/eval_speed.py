@@ -32,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[0], help="0: evaluate.batch_size from params.yaml")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--wait", type=float, default=0, metavar="MINUTES",
+                   help="when the 1-minute load average is above 1.5, wait up to this long for it to fall (0: refuse)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "eval_speed"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     return p.parse_args(argv)
@@ -73,6 +75,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     p = bench_params(args.workdir, args.data, args.max_length, args.threads, [f"evaluate.max_samples={args.samples}"])
     prepare_once(p)
+    from train_speed import quiet_enough
+
+    if not quiet_enough(args.wait):  # other work on the cores would be measured too
+        return 2
     import torch
 
     from components.model.base_model import load_base

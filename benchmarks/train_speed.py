@@ -120,6 +120,12 @@ def score(model, tokenizer, p, n: int) -> float:
 
 def run_plain(p, args, work: Path) -> dict:
     """The recipe a user writes from the PEFT docs, with peftpipe's hyperparameters (cosine schedule included)."""
+    model, tok, r = train_plain(p, args, work)
+    return {**r, "eval_loss": score(model, tok, p, args.eval_samples)}
+
+
+def train_plain(p, args, work: Path):
+    """(the trained PEFT model, its tokenizer, speed figures) of the plain recipe."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -153,8 +159,8 @@ def run_plain(p, args, work: Path) -> dict:
     out = trainer.train()
     wall = time.perf_counter() - t0
     train_rss = peak_rss_mb()
-    return {"wall_s": wall, "real_tokens": seen["real"], "computed_tokens": seen["computed"], "train_peak_rss_mb": train_rss,
-            "final_loss": out.training_loss, "eval_loss": score(model, tok, p, args.eval_samples)}
+    return model, tok, {"wall_s": wall, "real_tokens": seen["real"], "computed_tokens": seen["computed"],
+                        "train_peak_rss_mb": train_rss, "final_loss": out.training_loss}
 
 
 def run_ours(p, args, work: Path, arm: str) -> dict:
@@ -167,7 +173,8 @@ def run_ours(p, args, work: Path, arm: str) -> dict:
     train_rss = peak_rss_mb()
     real = m["tokens_per_s"] * m["wall_s"]
     r = {"wall_s": m["wall_s"], "real_tokens": round(real), "computed_tokens": round(real / (1 - m["padding_fraction"])),
-         "final_loss": m["final_loss"], "train_peak_rss_mb": train_rss, "eval_loss": None}
+         "final_loss": m["final_loss"], "train_peak_rss_mb": train_rss, "eval_loss": None, "precision": m["precision"],
+         "precision_choice": m["precision_choice"], "rows_per_step": m["rows_per_step"], "lr": m["lr"]}
     if ARMS[arm][3]:
         model, tok, _ = load_trained(p.paths.base_model, work / "train")
         r["eval_loss"] = score(model, tok, p, args.eval_samples)

@@ -88,6 +88,9 @@ class _TrainLoop(Section):
                                      "length-grouped rows while rows x the longest row (packing: their sum) fits")
     lr_scaling: Literal["sqrt", "none"] = Field("sqrt", description="batch_tokens: lr x sqrt(mean rows per step / "
                                                 "batch_size), Adam's square-root rule; none: lr as given")
+    budget_minutes: float | None = Field(None, gt=0, description="train for what fits this many minutes (at most "
+                                         "train.steps): the first steps are timed, the steps and the lr schedule set "
+                                         "from them")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 10

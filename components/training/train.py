@@ -14,12 +14,14 @@ import numpy as np
 
 from components.training import distributed as dist
 from components.methods import Context, after_step, get_method, trains
-from components.training.checkpoints import clear_checkpoints, latest_checkpoint, load_checkpoint, made_from, save_checkpoint, trainable_state
+from components.training.checkpoints import (clear_checkpoints, fingerprint, latest_checkpoint, load_checkpoint, made_from,
+                                             save_checkpoint, trainable_state)
 from components.model.trained import count_parameters, save_trained
 from components.data.prepare import IGNORE_INDEX, load_prepared
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from components.core.config import Params
 from components.core.runtime import autocast_for, resolve_device, set_seed, set_threads
+from components.training import budget as budget_plan
 from components.training.chunked_loss import chunked_cross_entropy
 from components.training.precision import decide as decide_precision
 
@@ -281,6 +283,8 @@ class TrainRun:
     frozen_bf16: int = 0  # frozen parameters kept in bf16 (adapter methods in bf16)
     rows_per_step: float = 0.0  # mean over the schedule (batch_size, or what train.batch_tokens holds)
     lr: float = 0.0  # the peak learning rate used (train.lr_scaling under a token budget)
+    steps: int = 0  # train.steps, or what train.budget_minutes planned
+    budget: dict = field(default_factory=dict)  # train.budget_minutes: the plan (components/training/budget.py)
 
     @property
     def main(self) -> bool:
@@ -345,7 +349,10 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
         raise ValueError(f"train.packing needs a method whose adapters sit inside the model's layers, not {cfg.method}")
     if cfg.packing and world > 1:  # the DDP path runs the model's own forward, which keeps a KV cache: no packed mask
         raise ValueError("train.packing runs in one process (train.processes=1)")
-    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, cfg.steps, params.seed,
+    if cfg.budget_minutes and cfg.method == "adalora":
+        raise ValueError("train.budget_minutes: adalora's rank schedule needs train.steps up front; set train.steps")
+    run.steps = min(cfg.steps, len(run.rows)) if cfg.budget_minutes else cfg.steps  # a budget plans after its first steps
+    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, run.steps, params.seed,
                                   cfg.group_by_length, cfg.batch_tokens, cfg.packing)
     if world > 1 and min(map(len, run.schedule)) < world:
         what = f"train.batch_tokens {cfg.batch_tokens} holds a batch" if cfg.batch_tokens else f"train.batch_size {cfg.batch_size} is"
@@ -354,7 +361,7 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     run.lr = cfg.step_lr(run.rows_per_step)
     run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
+    run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, run.steps // 2), run.steps)
     first = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in run.schedule[0][rank::world]],
                                                     tokenizer.pad_token_id, cfg.packing, params.prepare.max_length)[0].items()}
     run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, first, lm_loss, cfg.method,
@@ -369,6 +376,11 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
 
     run.parts = made_from(params, prepared_dir, base_dir, run.precision)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.budget_minutes:
+        plan = budget_plan.read_plan(ckpt_dir, fingerprint(run.parts))
+        if plan is not None:  # an interrupted budgeted run: its plan, so that its checkpoints fit
+            run.budget = {**plan, "kept_from_interrupted_run": True}
+            set_steps(run, plan["steps"], 0)
     resume_from, why_not = latest_checkpoint(ckpt_dir, run.parts)
     if why_not and run.main:
         print(f"train: {why_not}; starting at step 0")
@@ -381,6 +393,48 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
         dist.check_agree(run.start, "the step to resume from")
         run.fwd = acc.prepare_model(model)  # DDP: gradients averaged over the ranks in backward()
     return run
+
+
+def set_steps(run: TrainRun, total: int, done: int) -> None:
+    """Train for `total` steps: the batch schedule (the same first steps) and the cosine schedule for that
+    many, advanced to `done` steps."""
+    import warnings
+
+    from transformers import get_cosine_schedule_with_warmup
+
+    cfg = run.params.train
+    run.steps = total
+    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, total, run.params.seed,
+                                  cfg.group_by_length, cfg.batch_tokens, cfg.packing)
+    run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, total // 2), total)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(done):
+            run.sched.step()
+
+
+def plan_budget(run: TrainRun, done: int, elapsed: float, times: list[float], costs: list[int]) -> None:
+    """train.budget_minutes: the steps that fit what is left of it, at the measured seconds per computed token."""
+    cfg = run.params.train
+    lengths = [r["length"] for r in run.rows]
+    rate = budget_plan.seconds_per_token(times, costs)
+    budget_s = 60 * cfg.budget_minutes
+    n = max(len(run.schedule), done + 1)
+    while True:  # lengthen the candidate schedule until the budget, or train.steps, ends it
+        sched = batch_schedule(lengths, cfg.batch_size, n, run.params.seed, cfg.group_by_length, cfg.batch_tokens,
+                               cfg.packing)
+        future = [budget_plan.step_cost(lengths, b, cfg.packing) for b in sched[done:]]
+        total = budget_plan.fit_steps(done, elapsed, budget_s, rate, future, cfg.steps)
+        if total < n or n >= cfg.steps:
+            break
+        n = min(cfg.steps, 2 * n)
+    if run.acc:  # every rank trains rank 0's plan
+        total = dist.all_gather(total)[0]
+    set_steps(run, total, done)
+    made = {"after_steps": done, "elapsed_s": round(elapsed, 2), "s_per_1k_tokens": round(1000 * rate, 4), "steps": total}
+    run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": [*run.budget.get("plans", []), made]}
+    if run.main:
+        budget_plan.write_plan(run.ckpt_root, fingerprint(run.parts), run.budget)
 
 
 def live_log(run: TrainRun, kept: list[str]):
@@ -404,7 +458,8 @@ def live_step(live, step: int, loss: float, lr: float) -> None:
 
 
 def loop(run: TrainRun, progress: bool = True) -> LoopResult:
-    """Train from run.start to train.steps: loss curve, health checks, the best weights, checkpoints."""
+    """Train from run.start to run.steps: loss curve, health checks, the best weights, checkpoints; under
+    train.budget_minutes the steps are planned from the first ones' times (`plan_budget`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -420,10 +475,16 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
     real_tokens = computed_tokens = 0
     trainable = [p for p in model.parameters() if p.requires_grad]
     t0 = time.perf_counter()
-    bar = tqdm(range(run.start, cfg.steps), desc=f"train {cfg.method}", disable=not (progress and main),
-               initial=run.start, total=cfg.steps)
+    planning = bool(cfg.budget_minutes) and not run.budget  # a kept plan (resumed run) is not made again
+    times: list[float] = []
+    costs: list[int] = []
+    lengths = [r["length"] for r in run.rows]
+    bar = tqdm(total=run.steps, desc=f"train {cfg.method}", disable=not (progress and main), initial=run.start)
+    step = run.start - 1
     with open(run.curve_path if main else os.devnull, "a", encoding="utf-8") as curve:
-        for step in bar:
+        while step + 1 < run.steps:
+            step += 1
+            t_step = time.perf_counter()
             batch, real = make_batch([run.rows[i] for i in run.schedule[step][run.rank::run.world]],
                                      run.tokenizer.pad_token_id, cfg.packing, run.params.prepare.max_length)
             batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
@@ -458,12 +519,25 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             if live is not None:
                 live_step(live, step + 1, value, run.sched.get_last_lr()[0])
             bar.set_postfix(loss=f"{value:.4f}")
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            bar.update(1)
+            if planning:
+                times.append(time.perf_counter() - t_step)
+                costs.append(budget_plan.step_cost(lengths, run.schedule[step], cfg.packing))
+                elapsed = time.perf_counter() - t0
+                plans = len(run.budget.get("plans", []))
+                if (plans == 0 and len(times) == budget_plan.PROBE_STEPS) or (
+                        plans == 1 and elapsed >= budget_plan.REPLAN_AT * 60 * cfg.budget_minutes):
+                    plan_budget(run, step + 1, elapsed, times, costs)
+                    bar.total = run.steps
+                    bar.refresh()
+                    planning = len(run.budget["plans"]) < 2
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < run.steps:
                 rank_rng = dist.all_gather(torch.get_rng_state()) if run.acc else None
                 if main:
                     save_checkpoint(run.ckpt_root, step + 1, run.parts, model, run.opt, run.sched, run.method,
                                     rank_rng=rank_rng)
     wall = time.perf_counter() - t0
+    bar.close()
     if live is not None:
         live.end()
     rank_tokens = [real_tokens]
@@ -485,7 +559,7 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
                 named[n].copy_(t)
     tail = [x for x in res.losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
     metrics = {
-        "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": cfg.steps,
+        "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": run.steps,
         "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3),
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
@@ -496,12 +570,13 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
         "health": {"ok": True} if not health.problem else {"ok": False, **health.problem, "best_step": res.best["step"]},
         "world_size": run.world, **({"tokens_per_rank": res.rank_tokens} if run.world > 1 else {}),
         "data_sha256": run.parts["data_sha256"],
+        **({"budget": {**run.budget, "train_wall_s": round(res.wall, 2)}} if cfg.budget_minutes else {}),
     }
     if run.main:
         with atomic_dir(run.out_dir) as tmp:
             save_trained(cfg.method, run.model, run.tokenizer, tmp)
             atomic_write_json(tmp / "metrics.json", metrics)
-        clear_checkpoints(run.ckpt_root, run.parts, cfg.steps)
+        clear_checkpoints(run.ckpt_root, run.parts, run.steps)
     if run.acc:
         dist.barrier()  # the other ranks end once the main process has written the outputs
     return metrics

@@ -3,7 +3,8 @@
 The first steps are timed; a step's time is modelled as proportional to the tokens it computes (rows x the
 longest row, or the packed sum), which the batch schedule knows for every future step. The plan is the most
 steps (at most train.steps) whose predicted time fits what is left of the budget; it is made after PROBE_STEPS
-steps and made again, once, a quarter of the way into the budget with more steps measured. The plan is written
+steps and made again, once, at the step predicted to be a quarter of the way into the budget, with more steps
+measured (steps, not clock readings, decide when: the processes of a data-parallel run plan together). The plan is written
 beside the checkpoints (`budget.json`, keyed by what the run is made from), so a resumed run keeps it.
 """
 
@@ -40,6 +41,18 @@ def fit_steps(done: int, elapsed_s: float, budget_s: float, rate: float, future_
         left -= rate * c
         total += 1
     return max(min(total, cap), done + 1)
+
+
+def replan_step(done: int, elapsed_s: float, budget_s: float, rate: float, future_costs: list[int]) -> int:
+    """The step at which the predicted time reaches REPLAN_AT of the budget: a step count, so that every
+    process of a data-parallel run plans again at the same step."""
+    t, step = elapsed_s, done
+    for c in future_costs:
+        if t >= REPLAN_AT * budget_s:
+            break
+        t += rate * c
+        step += 1
+    return step
 
 
 def read_plan(ckpt_root: Path, fingerprint: str) -> dict | None:

@@ -428,11 +428,14 @@ def plan_budget(run: TrainRun, done: int, elapsed: float, times: list[float], co
         if total < n or n >= cfg.steps:
             break
         n = min(cfg.steps, 2 * n)
+    again = budget_plan.replan_step(done, elapsed, budget_s, rate, future[: total - done])
     if run.acc:  # every rank trains rank 0's plan
-        total = dist.all_gather(total)[0]
+        total, again = dist.all_gather((total, again))[0]
     set_steps(run, total, done)
     made = {"after_steps": done, "elapsed_s": round(elapsed, 2), "s_per_1k_tokens": round(1000 * rate, 4), "steps": total}
-    run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": [*run.budget.get("plans", []), made]}
+    plans = [*run.budget.get("plans", []), made]
+    run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": plans,
+                  **({"replan_at_step": again} if len(plans) == 1 else {})}
     if run.main:
         budget_plan.write_plan(run.ckpt_root, fingerprint(run.parts), run.budget)
 
@@ -523,11 +526,10 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             if planning:
                 times.append(time.perf_counter() - t_step)
                 costs.append(budget_plan.step_cost(lengths, run.schedule[step], cfg.packing))
-                elapsed = time.perf_counter() - t0
                 plans = len(run.budget.get("plans", []))
                 if (plans == 0 and len(times) == budget_plan.PROBE_STEPS) or (
-                        plans == 1 and elapsed >= budget_plan.REPLAN_AT * 60 * cfg.budget_minutes):
-                    plan_budget(run, step + 1, elapsed, times, costs)
+                        plans == 1 and step + 1 >= run.budget["replan_at_step"]):
+                    plan_budget(run, step + 1, time.perf_counter() - t0, times, costs)
                     bar.total = run.steps
                     bar.refresh()
                     planning = len(run.budget["plans"]) < 2

@@ -6,7 +6,6 @@ Unknown keys and wrong types are errors that name the key.
 
 from __future__ import annotations
 
-from components.core.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from components.core.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
 from components.core.layout import GATE_METRICS
 from components.methods import NAMES, get_method
 

@@ -395,17 +395,20 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     return run
 
 
-def set_steps(run: TrainRun, total: int, done: int) -> None:
-    """Train for `total` steps: the batch schedule (the same first steps) and the cosine schedule for that
-    many, advanced to `done` steps."""
+def set_steps(run: TrainRun, total: int, done: int, schedule: list[list[int]] | None = None) -> None:
+    """Train for `total` steps: the batch schedule (the same first steps; `schedule`, when it is already
+    built that long, is used) and the cosine schedule for that many, advanced to `done` steps."""
     import warnings
 
     from transformers import get_cosine_schedule_with_warmup
 
     cfg = run.params.train
     run.steps = total
-    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, total, run.params.seed,
-                                  cfg.group_by_length, cfg.batch_tokens, cfg.packing)
+    if schedule is not None and len(schedule) >= total:  # batch_schedule's first steps do not depend on its length
+        run.schedule = schedule[:total]
+    else:
+        run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, total, run.params.seed,
+                                      cfg.group_by_length, cfg.batch_tokens, cfg.packing)
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, total // 2), total)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -431,7 +434,7 @@ def plan_budget(run: TrainRun, done: int, elapsed: float, times: list[float], co
     again = budget_plan.replan_step(done, elapsed, budget_s, rate, future[: total - done])
     if run.acc:  # every rank trains rank 0's plan
         total, again = dist.all_gather((total, again))[0]
-    set_steps(run, total, done)
+    set_steps(run, total, done, sched)
     made = {"after_steps": done, "elapsed_s": round(elapsed, 2), "s_per_1k_tokens": round(1000 * rate, 4), "steps": total}
     plans = [*run.budget.get("plans", []), made]
     run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": plans,

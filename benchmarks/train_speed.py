@@ -38,6 +38,8 @@ ARMS = {
     "packed": ("lever: packing (the random batches of the row above, packed, block-diagonal attention)",
                ["train.group_by_length=false", "train.packing=true"], 1, True),
     "grouped_packed": ("lever: packing on top of length grouping", ["train.packing=true"], 1, True),
+    "batch_norm": ("loss normalisation off: each step's mean loss (train.loss_norm=batch), so a short-answer "
+                   "step's tokens weigh more", ["train.loss_norm=batch"], 1, True),
     "all_logits": ("lever off: logits and loss over every position (the model's own loss)", [], 1, True),
     "compile": ("lever: torch.compile of each decoder layer (compile time included)", ["train.compile=true"], 1, True),
     "grad_ckpt": ("memory lever: gradient checkpointing", ["train.gradient_checkpointing=true"], 1, True),

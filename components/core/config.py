@@ -91,6 +91,10 @@ class _TrainLoop(Section):
     budget_minutes: float | None = Field(None, gt=0, description="train for what fits this many minutes (at most "
                                          "train.steps): the first steps are timed, the steps and the lr schedule set "
                                          "from them")
+    loss_norm: Literal["tokens", "batch"] = Field(
+        "tokens", description="tokens: a step's summed label-token loss over the schedule's mean label tokens per step "
+                              "(every token weighs the same, as in one big batch); batch: the step's mean (every step "
+                              "weighs the same, so short-answer batches count more under length grouping)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 10

@@ -215,6 +215,24 @@ def _frozen_plain_linear(head) -> bool:
     return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
 
 
+def label_tokens(row: dict) -> int:
+    """The tokens of a row whose next-token loss counts (its labels after the first position)."""
+    return sum(1 for t in row["labels"][1:] if t != IGNORE_INDEX)
+
+
+def mean_label_tokens(rows: list[dict], schedule: list[list[int]]) -> float:
+    """Label tokens per step, averaged over the schedule: train.loss_norm=tokens divides each step's summed loss by it."""
+    return float(np.mean([sum(label_tokens(rows[i]) for i in step) for step in schedule])) if schedule else 1.0
+
+
+def step_weight(run, batch: dict) -> float:
+    """What a step's mean loss is multiplied by before backward: 1 (loss_norm=batch), or its label tokens over the
+    schedule's mean (loss_norm=tokens: the summed loss / a constant, so every token weighs the same)."""
+    if run.params.train.loss_norm == "batch":
+        return 1.0
+    return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) / run.label_mean
+
+
 def speed_options(model, cfg) -> None:
     """train.gradient_checkpointing (recompute activations in backward: less memory, more time) and
     train.compile (torch.compile each decoder layer: one graph, reused by every layer)."""
@@ -229,20 +247,23 @@ def speed_options(model, cfg) -> None:
             layer.compile(dynamic=True)
 
 
-def _sharded_loss(model, batch: dict, autocast, world: int):
+def _sharded_loss(model, batch: dict, autocast, world: int, per_step: float | None = None):
     """This rank's share of a step's loss, scaled so DDP's gradient average is the whole batch's gradient.
 
     Each rank's loss is its summed token cross-entropy over the GLOBAL label-token count divided by
     `world` (transformers' `num_items_in_batch`, which PEFT passes through): the average over ranks is
-    then the mean over every label token of the global batch, as one process computes it.
+    then the mean over every label token of the global batch, as one process computes it. With
+    `per_step` (train.loss_norm=tokens: the schedule's mean label tokens per step) that constant
+    divides instead of the step's own count.
     Returns (the loss to backward, the global mean loss, identical on every rank).
     """
     import torch
 
-    count = dist.all_reduce_sum((batch["labels"] != IGNORE_INDEX).sum().to(torch.float32))
+    count = dist.all_reduce_sum((batch["labels"][:, 1:] != IGNORE_INDEX).sum().to(torch.float32))
+    denom = float(count) if per_step is None else per_step
     with autocast:
-        loss = model(**batch, num_items_in_batch=count / world).loss
-    return loss, float(dist.all_reduce_sum(loss.detach().clone())) / world
+        loss = model(**batch, num_items_in_batch=denom / world).loss
+    return loss, float(dist.all_reduce_sum(loss.detach().clone())) / world * denom / float(count)
 
 
 def _curve_until(path: Path, step: int) -> list[str]:
@@ -281,6 +302,7 @@ class TrainRun:
     precision_choice: dict = field(default_factory=dict)  # how `precision` was chosen (metrics/train.json)
     scaler: object = None  # fp16: a GradScaler
     frozen_bf16: int = 0  # frozen parameters kept in bf16 (adapter methods in bf16)
+    label_mean: float = 1.0  # label tokens per step, over the schedule (train.loss_norm=tokens)
     rows_per_step: float = 0.0  # mean over the schedule (batch_size, or what train.batch_tokens holds)
     lr: float = 0.0  # the peak learning rate used (train.lr_scaling under a token budget)
     steps: int = 0  # train.steps, or what train.budget_minutes planned
@@ -358,6 +380,7 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
         what = f"train.batch_tokens {cfg.batch_tokens} holds a batch" if cfg.batch_tokens else f"train.batch_size {cfg.batch_size} is"
         raise ValueError(f"{what} smaller than the {world} processes sharing each batch")
     run.rows_per_step = float(np.mean([len(b) for b in run.schedule]))
+    run.label_mean = mean_label_tokens(run.rows, run.schedule)
     run.lr = cfg.step_lr(run.rows_per_step)
     run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
@@ -409,6 +432,7 @@ def set_steps(run: TrainRun, total: int, done: int, schedule: list[list[int]] | 
     else:
         run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, total, run.params.seed,
                                       cfg.group_by_length, cfg.batch_tokens, cfg.packing)
+    run.label_mean = mean_label_tokens(run.rows, run.schedule)
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, total // 2), total)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -496,9 +520,11 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
             if run.acc is None:
                 loss = lm_loss(model, batch, run.autocast)
-                value = float(loss.detach())
+                value = float(loss.detach())  # the step's mean: the curve, the health checks
+                loss = loss * step_weight(run, batch)
             else:
-                loss, value = _sharded_loss(run.fwd, batch, run.autocast, run.world)
+                loss, value = _sharded_loss(run.fwd, batch, run.autocast, run.world,
+                                            run.label_mean if cfg.loss_norm == "tokens" else None)
             if not health.check(step + 1, value):
                 bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
                 break
@@ -565,7 +591,8 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
     tail = [x for x in res.losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
     metrics = {
         "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": run.steps,
-        "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3),
+        "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3), "loss_norm": cfg.loss_norm,
+        "label_tokens_per_step": round(run.label_mean, 2),
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
         "total_params": run.total, "precision": run.precision, "precision_choice": run.precision_choice,

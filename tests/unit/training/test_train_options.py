@@ -167,3 +167,27 @@ def test_lm_loss_gradients_equal_the_models_own(rows_and_model):
     model.zero_grad(set_to_none=True)
     ours, theirs = grads
     assert all(torch.allclose(ours[n], theirs[n], atol=1e-6, rtol=1e-4) for n in ours)
+
+
+@pytest.mark.parametrize("norm", ["tokens", "batch"])
+def test_loss_norm_tokens_weighs_every_token_the_same(rows_and_model, norm):
+    """loss_norm=tokens: the steps' losses sum to the per-token mean over all their rows x the steps, as one big
+    batch; loss_norm=batch (each step's own mean) weighs a short-answer step's tokens more."""
+    from types import SimpleNamespace
+
+    rows, model, tok = rows_and_model
+    order = sorted(range(len(rows)), key=lambda i: train_mod.label_tokens(rows[i]))
+    schedule = [order[:8], order[8:]]  # 8 short-answer rows, then 4 long ones: unequal label tokens per step
+    counts = [sum(train_mod.label_tokens(rows[i]) for i in s) for s in schedule]
+    assert counts[0] != counts[1]
+    run = SimpleNamespace(params=SimpleNamespace(train=SimpleNamespace(loss_norm=norm)),
+                          label_mean=train_mod.mean_label_tokens(rows, schedule))
+    assert run.label_mean == pytest.approx(sum(counts) / 2)
+    with torch.no_grad():
+        steps = []
+        for s in schedule:
+            batch = train_mod.collate([rows[i] for i in s], tok.pad_token_id)
+            steps.append(float(train_mod.lm_loss(model, batch)) * train_mod.step_weight(run, batch))
+        whole = float(train_mod.lm_loss(model, train_mod.collate(rows, tok.pad_token_id)))
+    gap = abs(sum(steps) - whole * len(schedule))  # the random tiny model's token losses differ by ~1%
+    assert gap < 1e-4 if norm == "tokens" else gap > 5e-3, (steps, whole)

@@ -48,7 +48,7 @@ def evaluate_base(p: Params) -> dict:
 def evaluate(p: Params) -> dict:
     from components.evaluation.evaluate import run_evaluate
 
-    return run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, p.paths.train, p.paths.eval)
+    return run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, p.paths.train, p.paths.eval, p.paths.eval_base)
 
 
 def gate(p: Params) -> dict:

@@ -54,7 +54,10 @@ def markdown_report(root: str | Path, stages: list[dict] | None = None) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in metric_rows(data)]
     lines += ["", "## Gates", ""]
     lines += [f"- {g['line']}" for g in (data.get("gate") or {}).get("gates", [])] or ["- not evaluated"]
-    lines += ["", f"Bundle: `{bundle_line(root, data)}`"]
+    from components.evaluation.diagnosis import diagnosis_markdown
+
+    lines += ["", *diagnosis_markdown((data.get("gate") or {}).get("diagnosis"))]
+    lines += [f"Bundle: `{bundle_line(root, data)}`"]
     if stages:
         lines += ["", "| stage | ran | seconds |", "|---|---|---|"]
         lines += [f"| {s['stage']} | {'yes' if s['ran'] else 'cached'} | {s['seconds']} |" for s in stages]
@@ -96,6 +99,11 @@ def print_summary(root: str | Path = ".", stages: list[dict] | None = None, tota
         g.add_row(v["gate"], _fmt(v["value"]), _fmt(v["threshold"]), f"[{color}]{verdict}")
     if gates:
         console.print(g)
+    diagnosis = (data.get("gate") or {}).get("diagnosis")
+    if diagnosis:
+        lr, em = diagnosis["length_ratio"], diagnosis["exact_match"]
+        console.print(f"length ratio {lr['base']:.2f} -> {lr['tuned']:.2f}, exact match {em['base']:.1f} -> "
+                      f"{em['tuned']:.1f}; diagnosis: {diagnosis['line']}")
     if stages:
         s = Table(title="stages")
         s.add_column("stage")

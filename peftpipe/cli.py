@@ -64,11 +64,13 @@ def cmd_data_generate(args) -> int:
 
 def cmd_data_inspect(args) -> int:
     from components.core.config import load_params
-    from components.data.inspect import inspect_data, print_inspection
+    from components.data.inspect import inspect_data, last_step_rate, print_inspection
     from components.model.base_model import load_tokenizer
 
     params = load_params(PARAMS, args.set or [])
-    print_inspection(inspect_data(args.file, params, load_tokenizer(params.paths.base_model, params.model), args.out))
+    measured = last_step_rate(Path("metrics") / "train.json")  # the time estimate: this machine's last train run
+    print_inspection(inspect_data(args.file, params, load_tokenizer(params.paths.base_model, params.model), args.out,
+                                  measured))
     return 0
 
 

@@ -39,7 +39,7 @@ def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = No
     paths = [f"paths.{k}={tmp / v}" for k, v in Paths().model_dump().items()]
     return paths + [f"model.source={tiny_model_dir}", f"data.path={data}", "train.steps=30", "train.lr=0.02",
                     "train.batch_size=8", "evaluate.max_samples=12", "export.max_new_tokens=8",
-                    "evaluate.max_new_tokens=12", "train.checkpoint_every=10",
+                    "evaluate.max_new_tokens=12", "train.checkpoint_every=10", "evaluate.drift_max_new_tokens=8",
                     # numeric tests compare fp32 results: precision pinned, whatever the CPU offers
                     "train.precision=fp32",
                     "gates.min_samples=1"] + (extra or [])  # evaluate.max_samples=12: below the default 50
@@ -59,6 +59,7 @@ def make_project(dest: Path) -> Path:
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
     (dest / "data").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "data" / "drift_prompts.jsonl", dest / "data" / "drift_prompts.jsonl")  # the evaluate stages' dep
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
@@ -88,7 +89,7 @@ def exported(tiny_model_dir, tmp_path_factory):
     run_prepare(P.validated, P.base_model, p.prepare, P.prepared)
     run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
     run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
-    run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval)
+    run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval, P.eval_base)
     run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
     merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
     parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)

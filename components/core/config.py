@@ -74,15 +74,36 @@ class ValidateConfig(Section):
 class PrepareConfig(Section):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = Field(42, description="the train/test split's own seed: a `seed` sweep keeps the same test set")
-    max_length: int = Field(128, ge=8)
-    system_prompt: str | None = "Answer the question in one short sentence."
+    max_length: int | Literal["auto"] = Field("auto", description="tokens a training row keeps; auto: the 99th "
+                                             "percentile of the train rows' lengths, at most max_length_cap")
+    max_length_cap: int = Field(1024, ge=8, description="the most tokens max_length: auto may take")
+    system_prompt: str | None = Field("Answer the question.", description="the system turn of every prompt (neutral "
+                                      "by default; one that describes the data's answers helps the base model too)")
+
+    @field_validator("max_length")
+    @classmethod
+    def _at_least_8(cls, v):
+        if v != "auto" and v < 8:
+            raise ValueError("prepare.max_length is at least 8 tokens, or auto")
+        return v
+
+    def resolve_max_length(self, lengths: list[int]) -> int:
+        """The max_length used for rows of these (untruncated) lengths: the setting, or auto's 99th percentile."""
+        if self.max_length != "auto":
+            return self.max_length
+        if not lengths:
+            return min(8, self.max_length_cap)
+        p99 = sorted(lengths)[math.ceil(0.99 * len(lengths)) - 1]  # nearest rank: 99% of the rows are this or shorter
+        return max(8, min(self.max_length_cap, p99))
 
 
 class _TrainLoop(Section):
     """`train`: the loop's settings; `TrainConfig` below adds each method's own block."""
 
     method: str = Field("lora", description="one of components.methods.NAMES")
-    steps: int = Field(60, ge=1)
+    steps: int | None = Field(None, ge=1, description="optimizer steps; null: from train.epochs (and train.budget_minutes)")
+    epochs: float | None = Field(None, gt=0, description="passes over the train split when train.steps is null; "
+                                 "null: 1, or with train.budget_minutes as many as fit (at most MAX_BUDGET_EPOCHS)")
     batch_size: int = Field(16, ge=1)
     batch_tokens: int | None = Field(None, ge=8, description="a token budget per step instead of batch_size rows: "
                                      "length-grouped rows while rows x the longest row (packing: their sum) fits")
@@ -95,6 +116,8 @@ class _TrainLoop(Section):
         "tokens", description="tokens: a step's summed label-token loss over the schedule's mean label tokens per step "
                               "(every token weighs the same, as in one big batch); batch: the step's mean (every step "
                               "weighs the same, so short-answer batches count more under length grouping)")
+    neftune_alpha: float | None = Field(None, gt=0, description="NEFTune: uniform noise of scale alpha / sqrt(tokens "
+                                        "x hidden) on the input embeddings while training (Jain et al., 2023); null: off")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 10
@@ -164,6 +187,11 @@ class EvaluateConfig(Section):
     metric_style: Literal["chatglm", "normalised"] = Field(
         "chatglm", description="chatglm: ChatGLM's compute_metrics exactly (case kept); normalised: lower-cased, "
                                "punctuation and articles stripped (SQuAD-style) before BLEU/ROUGE")
+    drift_max_new_tokens: int = Field(32, ge=0, description="tokens of each answer to the drift prompts "
+                                                           "(gates.drift_prompts); 0: drift not measured")
+
+
+DEFAULT_MAX_DRIFT = None  # not gated until a threshold is measured on the embedded default and a destructive run
 
 
 class GatesConfig(Section):
@@ -181,6 +209,11 @@ class GatesConfig(Section):
     max_repeated_ngram_rate: float = Field(0.2, ge=0, le=1)
     min_length_ratio: float = Field(0.5, ge=0)
     max_length_ratio: float = Field(2.0, gt=0)
+    drift_prompts: str = Field("data/drift_prompts.jsonl", description="general prompts (JSON lines with \"prompt\", or "
+                               "text lines) the base model answers once; the fine-tuned model's drift is measured on them")
+    max_drift: float | None = Field(DEFAULT_MAX_DRIFT, gt=0, description="the most the fine-tuned model's loss on the "
+                                    "base model's drift answers may exceed the base model's own (nats per token); "
+                                    "null: reported, not gated")
 
     @field_validator("min_scores", "min_gain")
     @classmethod

@@ -40,13 +40,25 @@ def conversation(row: dict) -> list[dict]:
     return row.get("messages") or [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
 
 
-def encode_example(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
-    """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length."""
+def encode_example(tokenizer, row: dict, cfg: PrepareConfig, cut: bool = True) -> dict:
+    """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length when it is a number and
+    `cut` (prepare cuts max_length: auto's rows once it has every row's length)."""
     ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt))
-    full_len = len(ids)
-    ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
-    return {"input_ids": ids, "labels": labels, "length": len(ids), "full_length": full_len,
-            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX), "messages": _plain(conversation(row))}
+    limit = cfg.max_length if cut and cfg.max_length != "auto" else None
+    return truncated({"input_ids": ids, "labels": labels, "full_length": len(ids), "messages": _plain(conversation(row))},
+                     limit)
+
+
+def truncated(e: dict, max_length: int | None) -> dict:
+    """An encoded example cut to max_length tokens, with its length and answer-token count."""
+    ids, labels = e["input_ids"][:max_length], e["labels"][:max_length]
+    return {**e, "input_ids": ids, "labels": labels, "length": len(ids),
+            "answer_tokens": sum(1 for x in labels if x != IGNORE_INDEX)}
+
+
+def prepared_max_length(prepared_dir: str | Path) -> int:
+    """The max_length the prepared rows were cut to (prepare.max_length, resolved when auto)."""
+    return int(json.loads((Path(prepared_dir) / "stats.json").read_text())["max_length"])
 
 
 def _plain(messages: list[dict]) -> list[dict]:
@@ -97,18 +109,20 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     if not train or not test:
         raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
 
-    enc = [encode_example(tokenizer, r, cfg) for r in train]
+    full = [encode_example(tokenizer, r, cfg, cut=False) for r in train]
+    limit = cfg.resolve_max_length([e["full_length"] for e in full])
+    enc = [truncated(e, limit) for e in full]
     dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
     train_records = [{"id": r.get("id") or question_id(r["question"]), **e} for r, e in zip(train, enc) if e["answer_tokens"] > 0]
     test_records = [test_record(tokenizer, r, cfg) for r in test]
     stats = {
         "train_rows": len(train_records), "test_rows": len(test_records),
         "dropped_no_answer_tokens": dropped,
-        "truncated": sum(1 for e in enc if e["full_length"] > cfg.max_length),
-        "truncation_rate": round(sum(1 for e in enc if e["full_length"] > cfg.max_length) / max(len(enc), 1), 4),
+        "truncated": sum(1 for e in enc if e["full_length"] > limit),
+        "truncation_rate": round(sum(1 for e in enc if e["full_length"] > limit) / max(len(enc), 1), 4),
         "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
         "train_length": _length_stats([e["full_length"] for e in enc]),
-        "max_length": cfg.max_length,
+        "max_length": limit, "max_length_setting": cfg.max_length,
         # what training is made from, by content: a checkpoint resumes only on the same token ids and labels
         "content_sha256": hashlib.sha256(json.dumps([[r["input_ids"], r["labels"]] for r in train_records])
                                          .encode()).hexdigest(),
@@ -117,6 +131,9 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     with atomic_dir(out_dir) as tmp:
         ds.save_to_disk(str(tmp / "dataset"))
         atomic_write_json(tmp / "stats.json", stats)
+    how = f"auto: the 99th percentile, cap {cfg.max_length_cap}" if cfg.max_length == "auto" else "prepare.max_length"
+    print(f"prepare: rows cut at {limit} tokens ({how}); {stats['truncated']} of {len(enc)} train rows truncated "
+          f"({stats['truncation_rate']:.1%}); longest {stats['train_length']['max']}")
     return stats
 
 

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+from components.evaluation.diagnosis import diagnosis_markdown
 from components.evaluation.evaluate import test_samples
 from components.evaluation.gates import PROMOTED_PREDICTIONS
 from components.model.generation import greedy_generate
@@ -139,6 +140,7 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
 
 {gates}
 
+{chr(10).join(diagnosis_markdown(metrics["gates"].get("diagnosis")))}
 ## ONNX parity with PyTorch
 
 - greedy tokens identical on {parity['prompts']} prompts: {parity['greedy_tokens_equal']}

@@ -62,21 +62,48 @@ def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], b
 
 
 def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,
-                   progress: bool = True, shots: list[list[dict]] | None = None, route: str | None = None) -> dict:
-    """Generate, score and write predictions.jsonl and metrics.json to out_dir.
+                   progress: bool = True, shots: list[list[dict]] | None = None, route: str | None = None,
+                   drift_base: tuple[dict, dict] | None = None) -> dict:
+    """Generate, score and write predictions.jsonl and metrics.json to out_dir; with evaluate.drift_max_new_tokens,
+    answer the drift prompts too (components/evaluation/drift.py).
 
-    `route` is the trained method's (components.methods.route); None for the base model."""
+    `route` is the trained method's (components.methods.route); None for the base model. `drift_base`: the base
+    model's drift answers (by id) and its drift figures, for a fine-tuned model; None for the base model itself."""
+    from components.evaluation import drift
     from components.model import kv_prefix
 
     cfg = params.evaluate
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     loss = eval_loss(model, tokenizer, samples, prompts, cfg.batch_size)
+    d_samples = d_prompts = None
+    if cfg.drift_max_new_tokens and (label == "base" or drift_base is not None):
+        d_samples = drift.drift_samples(tokenizer, drift.read_prompts(params.gates.drift_prompts), params.prepare)
+        if drift_base is not None:
+            d_samples = drift.matching_base(d_samples, drift_base[0])
+        d_prompts = prompts_for(d_samples, tokenizer, shots, params.prepare.system_prompt)
+        if drift_base is not None:  # the fine-tuned model's loss on the base model's answers
+            d_tuned_loss = eval_loss(model, tokenizer, d_samples, d_prompts, cfg.batch_size)
     prefix = None
     if route == "kv_prefix":  # generate as deployed: the base model with the learned KV prefix
         prefix, model = kv_prefix.compute_prefix(model), model.get_base_model()
     ids, speed = greedy_generate(model, tokenizer, prompts, cfg.max_new_tokens,
                                  cfg.batch_size, progress, desc=f"evaluate {label}", prefix=prefix)
     preds = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
+    drift_metrics = None
+    if d_samples is not None:
+        d_ids, _ = greedy_generate(model, tokenizer, d_prompts, cfg.drift_max_new_tokens, cfg.batch_size, progress,
+                                   desc=f"drift prompts {label}", prefix=prefix)
+        answers = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in d_ids]
+        if drift_base is None:  # the base model: its answers, and its own loss on them
+            rows = drift.write_base_answers(out_dir, d_samples, answers)
+            own = [{**s, "answer": r["answer"]} for s, r in zip(d_samples, rows)]
+            drift_metrics = {"prompts": len(rows), "base_loss": eval_loss(model, tokenizer, own, d_prompts, cfg.batch_size)}
+        else:
+            drift_metrics = drift.drift_figures(drift_base[1]["base_loss"], d_tuned_loss,
+                                                [s["answer"] for s in d_samples], answers)
+            atomic_write_text(Path(out_dir) / "drift_answers.jsonl", "".join(
+                json.dumps({"id": s["id"], "prompt": s["question"], "base": s["answer"], "tuned": a},
+                           ensure_ascii=False) + "\n" for s, a in zip(d_samples, answers)))
     refs = [s["answer"] for s in samples]
     all_refs = [s.get("answers") or [s["answer"]] for s in samples]
     per = score_samples(preds, all_refs, cfg.language, cfg.metric_style)
@@ -84,6 +111,7 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
     metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
     metrics.update(degeneration(preds, refs, cfg.language))
     metrics["eval_loss"] = loss
+    metrics["drift"] = drift_metrics
     metrics.update({"samples": len(samples), "language": cfg.language, "metric_style": cfg.metric_style,
                     "generation": speed})
     out_dir = Path(out_dir)
@@ -113,8 +141,11 @@ def read_predictions(eval_dir: str | Path, name: str = "predictions.jsonl") -> d
 
 
 def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir: str | Path,
-                 train_dir: str | Path | None, out_dir: str | Path) -> dict:
-    """which='base' scores the untrained base model; which='tuned' the fine-tuned one."""
+                 train_dir: str | Path | None, out_dir: str | Path, eval_base_dir: str | Path | None = None) -> dict:
+    """which='base' scores the untrained base model; which='tuned' the fine-tuned one (and its drift from the base
+    model's answers in eval_base_dir, when they are there)."""
+    from components.evaluation import drift
+
     from components.model.base_model import load_base
     from components.model.trained import load_trained
     from components.methods import route as method_route
@@ -131,4 +162,15 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
         shots = read_shots(train_dir) if route == "icl" else None
     model.to(resolve_device(params.train.device))  # evaluation follows train.device
     samples = test_samples(prepared_dir, params.evaluate.max_samples, params.prepare.split_seed)
-    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots, route=route)
+    drift_base = None
+    if which != "base" and eval_base_dir is not None:
+        answers = drift.read_base_answers(eval_base_dir)
+        base_figures = (json.loads((Path(eval_base_dir) / "metrics.json").read_text()).get("drift")
+                        if (Path(eval_base_dir) / "metrics.json").exists() else None)
+        if answers and base_figures:
+            drift_base = (answers, base_figures)
+        elif params.evaluate.drift_max_new_tokens:
+            print(f"evaluate: no base answers to the drift prompts in {eval_base_dir}; drift not measured "
+                  "(run evaluate_base again)")
+    return evaluate_model(model, tokenizer, samples, params, out_dir, which, shots=shots, route=route,
+                          drift_base=drift_base)

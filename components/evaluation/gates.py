@@ -14,6 +14,7 @@ from pathlib import Path
 from components.core.errors import UserError
 from components.core.layout import PER_SAMPLE_METRICS, REGRESSION_METRICS
 
+from components.evaluation.diagnosis import diagnose, diagnosis_markdown
 from components.evaluation.evaluate import read_predictions
 from components.evaluation.quality import paired_bootstrap
 from components.core.atomic import atomic_write_json, atomic_write_text
@@ -77,7 +78,20 @@ def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None =
     v.append(_verdict("length_ratio", cfg.min_length_ratio <= lr <= cfg.max_length_ratio, lr,
                       [cfg.min_length_ratio, cfg.max_length_ratio],
                       f"answer/reference length = {lr:.2f} (needs {cfg.min_length_ratio:g}..{cfg.max_length_ratio:g})"))
+    if cfg.max_drift is not None:
+        v.append(drift_gate(tuned.get("drift"), cfg.max_drift))
     return v
+
+
+def drift_gate(d: dict | None, limit: float) -> dict:
+    """The fine-tuned model's loss on the base model's answers to general prompts, over the base model's own."""
+    if not d:
+        return _verdict("max_drift", True, None, limit, "drift not measured (evaluate.drift_max_new_tokens is 0, or no "
+                        "base answers to the drift prompts)", skipped=True)
+    return _verdict("max_drift", d["drift"] <= limit, d["drift"], limit,
+                    f"drift on {d['prompts']} general prompts = {d['drift']:+.3f} nats/token (loss on the base model's "
+                    f"answers {d['tuned_loss']:.3f} vs its own {d['base_loss']:.3f}; needs <= {limit:g}); "
+                    f"{d['first_sentence_match']:.0%} of answers keep the base model's first sentence")
 
 
 def no_regression(tuned_rows: dict, promoted_rows: dict | None, cfg: GatesConfig) -> list[dict]:
@@ -106,7 +120,7 @@ def gates_markdown(report: dict) -> str:
         verdict = g["line"].split(" ", 1)[0]
         value = "-" if g["value"] is None else f"{g['value']:.4g}" if isinstance(g["value"], float) else str(g["value"])
         lines.append(f"| {g['gate']} | {verdict} | {value} | {g['threshold']} |")
-    lines += ["", *[f"- {g['line']}" for g in report["gates"]]]
+    lines += ["", *[f"- {g['line']}" for g in report["gates"]], "", *diagnosis_markdown(report.get("diagnosis"))]
     return "\n".join(lines) + "\n"
 
 
@@ -123,14 +137,16 @@ def run_gate(eval_base_dir: str | Path, eval_dir: str | Path, train_dir: str | P
         if not f.exists():
             raise GateFailed(f"gates.promoted: {f} not found (is {cfg.promoted} a peftpipe bundle?)")
         promoted_rows = read_predictions(f.parent, f.name)
-    verdicts = check_gates(tuned, base, cfg, health, read_predictions(eval_dir), read_predictions(eval_base_dir),
-                           promoted_rows)
-    report = {"passed": all(v["passed"] for v in verdicts), "gates": verdicts}
+    tuned_rows, base_rows = read_predictions(eval_dir), read_predictions(eval_base_dir)
+    verdicts = check_gates(tuned, base, cfg, health, tuned_rows, base_rows, promoted_rows)
+    report = {"passed": all(v["passed"] for v in verdicts), "gates": verdicts,
+              "diagnosis": diagnose(base_rows, tuned_rows, tuned.get("language", "en"))}
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "gates.json", report)
     atomic_write_text(out_dir / "gates.md", gates_markdown(report))
     for v in verdicts:
         print(v["line"])
+    print(f"diagnosis: {report['diagnosis']['line']}")
     if not report["passed"]:
         for path in map(Path, withdraw):
             shutil.rmtree(path, ignore_errors=True)

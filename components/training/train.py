@@ -17,7 +17,7 @@ from components.methods import Context, after_step, get_method, trains
 from components.training.checkpoints import (clear_checkpoints, fingerprint, latest_checkpoint, load_checkpoint, made_from,
                                              save_checkpoint, trainable_state)
 from components.model.trained import count_parameters, save_trained
-from components.data.prepare import IGNORE_INDEX, load_prepared
+from components.data.prepare import IGNORE_INDEX, load_prepared, prepared_max_length
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from components.core.config import Params
 from components.core.runtime import autocast_for, resolve_device, set_seed, set_threads
@@ -90,6 +90,24 @@ def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, g
         for b in rng.permutation(len(batches)):
             out.append(batches[b])
     return out[:steps]
+
+
+MAX_BUDGET_EPOCHS = 20  # train.budget_minutes with neither steps nor epochs set: at most this many passes
+
+
+def steps_for_epochs(lengths: list[int], cfg, seed: int, epochs: float) -> int:
+    """The steps whose batches hold `epochs` x the train rows, at the schedule's mean rows per step."""
+    sched = batch_schedule(lengths, cfg.batch_size, len(lengths), seed, cfg.group_by_length, cfg.batch_tokens,
+                           cfg.packing)  # at least one pass: every batch holds a row or more
+    return max(1, math.ceil(epochs * len(lengths) / float(np.mean([len(b) for b in sched]))))
+
+
+def planned_steps(cfg, lengths: list[int], seed: int) -> int:
+    """train.steps; else the steps of train.epochs passes (null: 1, or MAX_BUDGET_EPOCHS under a time budget, which
+    then ends the run)."""
+    if cfg.steps is not None:
+        return cfg.steps
+    return steps_for_epochs(lengths, cfg, seed, cfg.epochs or (MAX_BUDGET_EPOCHS if cfg.budget_minutes else 1.0))
 
 
 def fill_budget(order: list[int], lengths: list[int], tokens: int, packed: bool = False) -> list[list[int]]:
@@ -233,6 +251,21 @@ def step_weight(run, batch: dict) -> float:
     return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) / run.label_mean
 
 
+def add_neftune(model, alpha: float):
+    """NEFTune: while the model trains, its input embeddings get uniform noise in [-m, m], m = alpha / sqrt(tokens x
+    hidden) of the batch (Jain et al., 2023, "NEFTune: Noisy Embeddings Improve Instruction Finetuning"); evaluation
+    (model.eval()) sees none. Returns the hook's handle."""
+    import torch
+
+    def noisy(module, inputs, output):
+        if not module.training:
+            return output
+        m = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        return output + torch.empty_like(output).uniform_(-m, m)
+
+    return model.get_input_embeddings().register_forward_hook(noisy)
+
+
 def speed_options(model, cfg) -> None:
     """train.gradient_checkpointing (recompute activations in backward: less memory, more time) and
     train.compile (torch.compile each decoder layer: one graph, reused by every layer)."""
@@ -305,7 +338,9 @@ class TrainRun:
     label_mean: float = 1.0  # label tokens per step, over the schedule (train.loss_norm=tokens)
     rows_per_step: float = 0.0  # mean over the schedule (batch_size, or what train.batch_tokens holds)
     lr: float = 0.0  # the peak learning rate used (train.lr_scaling under a token budget)
-    steps: int = 0  # train.steps, or what train.budget_minutes planned
+    steps: int = 0  # train.steps (or train.epochs'), or what train.budget_minutes planned
+    max_length: int = 0  # the prepared rows' max_length (prepare.max_length, auto resolved)
+    cap: int = 0  # the most steps: train.steps, or from train.epochs (planned_steps)
     budget: dict = field(default_factory=dict)  # train.budget_minutes: the plan (components/training/budget.py)
 
     @property
@@ -359,22 +394,27 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     run.device = device
     if not trains(run.method):
         return run
+    lengths = [r["length"] for r in run.rows]
+    run.cap = planned_steps(cfg, lengths, params.seed)
+    run.max_length = prepared_max_length(prepared_dir)  # packing's row width
     if cfg.quantize_base != "4bit":
         model.to(device)
     run.model = model = run.method.apply(model, cfg.method_config(),
-                                         Context(steps=cfg.steps, base_dir=str(base_dir), seed=params.seed))
+                                         Context(steps=run.cap, base_dir=str(base_dir), seed=params.seed))
     model.to(device)  # adapters are created on the CPU
     run.trainable, run.total = count_parameters(model)
     model.train()
     speed_options(model, cfg)
+    if cfg.neftune_alpha:
+        add_neftune(model, cfg.neftune_alpha)
     if cfg.packing and _decoder_and_head(model) is None:
         raise ValueError(f"train.packing needs a method whose adapters sit inside the model's layers, not {cfg.method}")
     if cfg.packing and world > 1:  # the DDP path runs the model's own forward, which keeps a KV cache: no packed mask
         raise ValueError("train.packing runs in one process (train.processes=1)")
     if cfg.budget_minutes and cfg.method == "adalora":
         raise ValueError("train.budget_minutes: adalora's rank schedule needs train.steps up front; set train.steps")
-    run.steps = min(cfg.steps, len(run.rows)) if cfg.budget_minutes else cfg.steps  # a budget plans after its first steps
-    run.schedule = batch_schedule([r["length"] for r in run.rows], cfg.batch_size, run.steps, params.seed,
+    run.steps = min(run.cap, len(run.rows)) if cfg.budget_minutes else run.cap  # a budget plans after its first steps
+    run.schedule = batch_schedule(lengths, cfg.batch_size, run.steps, params.seed,
                                   cfg.group_by_length, cfg.batch_tokens, cfg.packing)
     if world > 1 and min(map(len, run.schedule)) < world:
         what = f"train.batch_tokens {cfg.batch_tokens} holds a batch" if cfg.batch_tokens else f"train.batch_size {cfg.batch_size} is"
@@ -386,7 +426,7 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, run.steps // 2), run.steps)
     first = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in run.schedule[0][rank::world]],
-                                                    tokenizer.pad_token_id, cfg.packing, params.prepare.max_length)[0].items()}
+                                                    tokenizer.pad_token_id, cfg.packing, run.max_length)[0].items()}
     run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, first, lm_loss, cfg.method,
                                                            threads)
     if acc is not None:  # every rank trains in rank 0's precision (timings differ between processes)
@@ -451,10 +491,10 @@ def plan_budget(run: TrainRun, done: int, elapsed: float, times: list[float], co
         sched = batch_schedule(lengths, cfg.batch_size, n, run.params.seed, cfg.group_by_length, cfg.batch_tokens,
                                cfg.packing)
         future = [budget_plan.step_cost(lengths, b, cfg.packing) for b in sched[done:]]
-        total = budget_plan.fit_steps(done, elapsed, budget_s, rate, future, cfg.steps)
-        if total < n or n >= cfg.steps:
+        total = budget_plan.fit_steps(done, elapsed, budget_s, rate, future, run.cap)
+        if total < n or n >= run.cap:
             break
-        n = min(cfg.steps, 2 * n)
+        n = min(run.cap, 2 * n)
     again = budget_plan.replan_step(done, elapsed, budget_s, rate, future[: total - done])
     if run.acc:  # every rank trains rank 0's plan
         total, again = dist.all_gather((total, again))[0]
@@ -516,7 +556,7 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             step += 1
             t_step = time.perf_counter()
             batch, real = make_batch([run.rows[i] for i in run.schedule[step][run.rank::run.world]],
-                                     run.tokenizer.pad_token_id, cfg.packing, run.params.prepare.max_length)
+                                     run.tokenizer.pad_token_id, cfg.packing, run.max_length)
             batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
             if run.acc is None:
                 loss = lm_loss(model, batch, run.autocast)
@@ -592,7 +632,8 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
     metrics = {
         "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": run.steps,
         "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3), "loss_norm": cfg.loss_norm,
-        "label_tokens_per_step": round(run.label_mean, 2),
+        "label_tokens_per_step": round(run.label_mean, 2), "train_rows": len(run.rows),
+        "epochs": round(sum(len(b) for b in run.schedule[: run.steps]) / max(len(run.rows), 1), 3),
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
         "total_params": run.total, "precision": run.precision, "precision_choice": run.precision_choice,

@@ -14,7 +14,8 @@ BASE = {"rouge-l": 50.0, "bleu-4": 40.0, "exact_match": 0.0, "empty_rate": 0.0, 
 def rows(scores: list[float], em: list[float] | None = None, ids=None) -> dict:
     em = em or [100.0 if s >= 60 else 0.0 for s in scores]
     ids = ids or [f"q{i}" for i in range(len(scores))]
-    return {i: {"id": i, "scores": {"rouge-l": s, "exact_match": e}} for i, s, e in zip(ids, scores, em)}
+    return {i: {"id": i, "prediction": "an answer", "reference": "an answer",
+                "scores": {"rouge-l": s, "exact_match": e, "token_f1": e}} for i, s, e in zip(ids, scores, em)}
 
 
 def by_name(verdicts):
@@ -120,7 +121,8 @@ def test_template_kept_with_wrong_facts_fails_the_default_gates_on_the_embedded_
         metrics = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
         metrics.update(samples=len(per), empty_rate=0.0, repeated_ngram_rate=0.0,
                        length_ratio=sum(map(len, preds)) / sum(map(len, refs)))
-        return metrics, {r["id"]: {"id": r["id"], "scores": s} for r, s in zip(test, per)}
+        return metrics, {r["id"]: {"id": r["id"], "prediction": p, "reference": a, "scores": s}
+                         for r, p, a, s in zip(test, preds, refs, per)}
 
     base, base_rows = judged(base_preds)
     wrong, wrong_rows = judged([_wrong_fact(a, capitals, symbols) for a in refs])

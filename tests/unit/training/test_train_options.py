@@ -191,3 +191,33 @@ def test_loss_norm_tokens_weighs_every_token_the_same(rows_and_model, norm):
         whole = float(train_mod.lm_loss(model, train_mod.collate(rows, tok.pad_token_id)))
     gap = abs(sum(steps) - whole * len(schedule))  # the random tiny model's token losses differ by ~1%
     assert gap < 1e-4 if norm == "tokens" else gap > 5e-3, (steps, whole)
+
+
+def test_neftune_noise_only_while_training_and_within_its_bound(rows_and_model):
+    rows, model, tok = rows_and_model
+    emb = model.get_input_embeddings()
+    ids = train_mod.collate(rows[:4], tok.pad_token_id)["input_ids"]
+    handle = train_mod.add_neftune(model, 5.0)
+    try:
+        with torch.no_grad():
+            clean = torch.nn.functional.embedding(ids, emb.weight)
+            emb.train()
+            noisy = emb(ids)
+            emb.eval()
+            quiet = emb(ids)
+    finally:
+        handle.remove()
+    bound = 5.0 / (ids.shape[1] * clean.shape[-1]) ** 0.5
+    assert torch.equal(quiet, clean)
+    assert 0.5 * bound < float((noisy - clean).abs().max()) <= bound * (1 + 1e-6)
+
+
+def test_neftune_trains_deterministically_and_differently(prepared, tmp_path):  # noqa: F811
+    _, p = prepared
+    base = {"steps": 4, "checkpoint_every": 4}
+    plain = train(p, tmp_path / "plain", base)
+    a = train(p, tmp_path / "a", {**base, "neftune_alpha": 5.0})
+    b = train(p, tmp_path / "b", {**base, "neftune_alpha": 5.0})
+    assert curve(tmp_path / "a") == curve(tmp_path / "b")
+    assert curve(tmp_path / "a") != curve(tmp_path / "plain")
+    assert a["final_loss"] == b["final_loss"] != plain["final_loss"]

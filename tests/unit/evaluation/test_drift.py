@@ -1,0 +1,58 @@
+"""The drift measurement: the project's general prompts, the prompts file's errors, the gate's verdicts, and on
+the tiny model a destructive learning rate that the drift gate fails while the task gates pass."""
+
+
+import pytest
+
+from components.core.config import GatesConfig
+from components.data.readers import DataError
+from components.evaluation import drift
+from components.evaluation.gates import check_gates, drift_gate
+
+
+def test_the_projects_prompts_are_many_distinct_and_across_topics():
+    rows = drift.read_prompts("data/drift_prompts.jsonl")  # found beside the package from any directory
+    assert len(rows) >= 100
+    assert len({r["prompt"] for r in rows}) == len(rows) == len({r["id"] for r in rows})
+    assert len({r["id"].split("-")[0] for r in rows}) >= 10
+
+
+@pytest.mark.parametrize("text,why", [
+    ('{"prompt": "ok"}\nnot json\n', "row 2: not JSON"),
+    ('{"prompt": "ok"}\n{"question": "no prompt"}\n', 'row 2: needs a non-empty string field "prompt"'),
+    ('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n', "row 2: id 'a' repeats"),
+    ("\n\n", "no prompts"),
+])
+def test_a_bad_prompts_file_is_named_with_its_row(tmp_path, text, why):
+    f = tmp_path / "mine.jsonl"
+    f.write_text(text)
+    with pytest.raises(DataError, match=why) as e:
+        drift.read_prompts(f)
+    assert str(f) in str(e.value)
+
+
+def test_text_prompts_and_a_missing_file(tmp_path):
+    f = tmp_path / "mine.txt"
+    f.write_text("Say hello.\n\nName a colour.\n")
+    assert [r["prompt"] for r in drift.read_prompts(f)] == ["Say hello.", "Name a colour."]
+    with pytest.raises(DataError, match="not found"):
+        drift.read_prompts(tmp_path / "absent.jsonl")
+
+
+def test_first_sentence_and_figures():
+    assert drift.first_sentence("Paris is the capital.  It is large!") == "paris is the capital."
+    assert drift.first_sentence("Line one\nline two") == "line one"
+    d = drift.drift_figures(1.2, 1.5, ["A cat. More.", "B dog."], ["a  cat. Other.", "Something else."])
+    assert d["drift"] == pytest.approx(0.3) and d["first_sentence_match"] == 0.5 and d["prompts"] == 2
+
+
+def test_drift_gate_verdicts():
+    d = {"prompts": 120, "base_loss": 1.0, "tuned_loss": 1.4, "drift": 0.4, "first_sentence_match": 0.6}
+    assert drift_gate(d, 0.5)["passed"] and not drift_gate({**d, "drift": 0.6}, 0.5)["passed"]
+    skipped = drift_gate(None, 0.5)
+    assert skipped["passed"] and skipped["line"].startswith("SKIP")
+    metrics = {"samples": 60, "rouge-l": 90, "exact_match": 80, "bleu-4": 50, "empty_rate": 0,
+               "repeated_ngram_rate": 0, "length_ratio": 1.0, "drift": {**d, "drift": 0.6}}
+    cfg = GatesConfig(max_drift=0.5, min_gain={}, min_scores={})
+    assert not {v["gate"]: v for v in check_gates(metrics, metrics, cfg)}["max_drift"]["passed"]
+    assert "max_drift" not in {v["gate"] for v in check_gates(metrics, metrics, cfg.model_copy(update={"max_drift": None}))}

@@ -49,11 +49,8 @@ def training_plan(lengths: list[int], params: Params, measured: dict | None) -> 
             "estimate_from": None}
     if measured:
         rate = measured["s_per_token"]
-        if cfg.budget_minutes:  # the steps whose predicted time fits the budget
-            fit, t = 0, 0.0
-            while fit < steps and t + costs[fit] * rate <= 60 * cfg.budget_minutes:
-                t += costs[fit] * rate
-                fit += 1
+        if cfg.budget_minutes:  # the steps whose predicted time fits the budget, as the train stage plans them
+            fit = budget.fit_steps(0, 0.0, 60 * cfg.budget_minutes, rate, costs, steps)
             plan.update(steps=fit, epochs=round(sum(map(len, sched[:fit])) / len(lengths), 3))
         plan["estimate_s"] = round(rate * sum(costs[: plan["steps"]]), 1)
         plan["estimate_from"] = f"{measured['from']} ({measured['method']}, {measured['precision']})"

@@ -234,8 +234,9 @@ def _frozen_plain_linear(head) -> bool:
 
 
 def label_tokens(row: dict) -> int:
-    """The tokens of a row whose next-token loss counts (its labels after the first position)."""
-    return sum(1 for t in row["labels"][1:] if t != IGNORE_INDEX)
+    """The tokens of a row whose next-token loss counts: prepare's answer_tokens (a row's first token, a
+    template token, is never a label)."""
+    return row["answer_tokens"]
 
 
 def mean_label_tokens(rows: list[dict], schedule: list[list[int]]) -> float:

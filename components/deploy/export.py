@@ -123,6 +123,11 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
         f"- {v} variant (`{r['file']}`): ROUGE-L {r['rouge-l']:.2f} vs fp32 {r['rouge-l_fp32']:.2f} on {r['samples']} "
         f"questions (allowed drop {r['max_drop']}), {r['tokens_per_s']} tokens/s: {'shipped' if r['passed'] else 'not shipped'}"
         for v, r in parity.get("variants", {}).items())
+    d = metrics["tuned"].get("drift")
+    drift = (f"## Drift off general behaviour\n\n- On {d['prompts']} general prompts (`{params.gates.drift_prompts}`): loss on "
+             f"the base model's answers {d['base_loss']:.3f} -> {d['tuned_loss']:.3f} nats/token (drift {d['drift']:+.3f}, "
+             f"gate `gates.max_drift`: {params.gates.max_drift}); first sentence still the base model's in "
+             f"{100 * d['first_sentence_match']:.0f}% of answers\n\n" if d and "drift" in d else "")
     return f"""# peftpipe model bundle
 
 - Base model: `{params.model.source}`
@@ -141,7 +146,7 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
 {gates}
 
 {chr(10).join(diagnosis_markdown(metrics["gates"].get("diagnosis")))}
-## ONNX parity with PyTorch
+{drift}## ONNX parity with PyTorch
 
 - greedy tokens identical on {parity['prompts']} prompts: {parity['greedy_tokens_equal']}
 - ONNX Runtime decode: {parity['onnx_tokens_per_s']} tokens/s (PyTorch: {parity['torch_tokens_per_s']})

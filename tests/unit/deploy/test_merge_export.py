@@ -186,3 +186,13 @@ def test_each_method_answers_through_generate_and_serve(exported, tmp_path, meth
     assert main(["generate", "--bundle", str(tmp_path / "bundle"), "--variant", "fp32", "--max-new-tokens", "5",
                  "--no-stream", "Who wrote Hamlet?"]) == 0
     assert capsys.readouterr().out.strip() == r.json()["text"]
+
+
+def test_model_card_shows_the_drift_figures(exported):
+    import json
+
+    p, _, _ = exported
+    d = json.loads((Path(p.paths.eval) / "metrics.json").read_text())["drift"]
+    card = (Path(p.paths.bundle) / "README.md").read_text()
+    assert "## Drift off general behaviour" in card and f"drift {d['drift']:+.3f}" in card
+    assert "max_drift" in card  # the gate's verdict line (gates.max_drift is set by default)

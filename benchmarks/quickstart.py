@@ -2,6 +2,11 @@
 
     python benchmarks/quickstart.py                 # clones this checkout's HEAD into a temporary folder
     python benchmarks/quickstart.py --keep DIR      # clone into DIR and keep it (to look at the bundle)
+    python benchmarks/quickstart.py --drift-lr 0.01  # then train again at 10x the learning rate: the drift gate's test
+
+With --drift-lr the same clone runs `peftpipe run -S train.lr=<lr>` afterwards (evaluate_base reused) and the
+report puts the two runs' drift (gates.max_drift) side by side with the task gates' verdicts: the default threshold
+must pass the first and fail the second while the second still passes every task gate.
 
 Records what the run printed (line count, stages), what it measured (base vs fine-tuned metrics, every
 gate verdict, the quantized variants' ROUGE-L against fp32 and whether each ships) and how long setup
@@ -33,9 +38,34 @@ def run(cmd: str, cwd: Path) -> tuple[int, str, float]:
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), round(time.perf_counter() - t0, 1)
 
 
+def read_gates(folder: Path) -> dict:
+    f = folder / "artifacts" / "gate" / "gates.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def gate_of(gates: dict, name: str) -> dict | None:
+    return next(({"passed": g["passed"], "value": g["value"], "threshold": g["threshold"], "line": g["line"]}
+                 for g in gates.get("gates", []) if g["gate"] == name), None)
+
+
+def drift_table(drift: dict) -> str:
+    """The default run's drift beside the destructive run's (when there is one), with the verdicts."""
+    runs = [("default", drift.get("default"), drift.get("max_drift"), True)]
+    if "destructive" in drift:
+        x = drift["destructive"]
+        runs.append((f"lr {x['lr']}", x["drift"], x["max_drift"], x["task_gates_passed"]))
+    rows = [[arm, d["prompts"], f"{d['base_loss']:.3f}", f"{d['tuned_loss']:.3f}", f"{d['drift']:+.3f}",
+             f"{100 * d['first_sentence_match']:.0f}%", "yes" if task else "no",
+             "-" if g is None else ("PASS" if g["passed"] else "FAIL") + f" (<= {g['threshold']})"]
+            for arm, d, g, task in runs if d and "drift" in d]
+    return markdown_table(["run", "drift prompts", "base loss", "tuned loss", "drift (nats/token)",
+                           "first sentence kept", "task gates pass", "max_drift"], rows) if rows else ""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", help="clone into this folder and keep it")
+    p.add_argument("--drift-lr", type=float, help="after the quick start, train again at this learning rate")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
@@ -48,7 +78,7 @@ def main(argv=None) -> int:
     rc, out, run_s = run(".venv/bin/peftpipe run", folder)
     metrics = {f.stem: json.loads(f.read_text()) for f in (folder / "metrics").glob("*.json")}
     base, tuned = metrics.get("evaluate_base", {}), metrics.get("evaluate", {})
-    gates = json.loads((folder / "artifacts" / "gate" / "gates.json").read_text()) if (folder / "artifacts" / "gate" / "gates.json").exists() else {}
+    gates = read_gates(folder)
     variants = metrics.get("export", {}).get("variants", {})
     result = {
         "env": {**env_block(os.cpu_count() or 1), "load_average_1m_at_start": round(load, 2)},
@@ -68,6 +98,16 @@ def main(argv=None) -> int:
                    "tuned_vs_base_exact_match_points": round((tuned.get("exact_match") or 0) - (base.get("exact_match") or 0), 2)},
         "output_tail": out.replace("\r", "\n").split("\n")[-40:],
     }
+    result["drift"] = {"default": tuned.get("drift"), "max_drift": gate_of(gates, "max_drift")}
+    if args.drift_lr:
+        d_rc, _, d_s = run(f".venv/bin/peftpipe run -S train.lr={args.drift_lr}", folder)
+        d_gates = read_gates(folder)
+        task = [g for g in d_gates.get("gates", []) if g["gate"] != "max_drift"]
+        result["drift"]["destructive"] = {
+            "command": f".venv/bin/peftpipe run -S train.lr={args.drift_lr}", "exit": d_rc, "seconds": d_s,
+            "lr": args.drift_lr, "drift": json.loads((folder / "metrics" / "evaluate.json").read_text()).get("drift"),
+            "rouge-l": json.loads((folder / "metrics" / "evaluate.json").read_text()).get("rouge-l"),
+            "task_gates_passed": all(g["passed"] for g in task), "max_drift": gate_of(d_gates, "max_drift")}
     out_dir = Path(args.out)
     write_json(out_dir / "quickstart.json", result)
     rows = [[k, base.get(k), tuned.get(k)] for k in METRICS]
@@ -79,7 +119,8 @@ def main(argv=None) -> int:
           f"{result['samples']} test questions.\n\n"
           + markdown_table(["metric", "base", "fine-tuned"], rows) + "\n"
           + markdown_table(["variant", "questions", "fp32 ROUGE-L", "variant ROUGE-L", "ships"], variant_rows) + "\n"
-          + "\n".join(f"- {g['line']}" for g in result["gates"]) + "\n")
+          + "\n".join(f"- {g['line']}" for g in result["gates"]) + "\n"
+          + (f"\n## Drift gate\n\n{drift_table(result['drift'])}" if drift_table(result["drift"]) else ""))
     (out_dir / "quickstart.md").write_text(md)
     print(md)
     return 0 if rc == 0 and setup_rc == 0 else 1

@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_quality.py                      # plain: 100 steps; peftpipe: the plain recipe's time
     python benchmarks/time_to_quality.py --plain-steps 150 --set train.batch_tokens=2048
+    python benchmarks/time_to_quality.py ... --reuse zero_shot plain   # train and score peftpipe's arm again only
 
 The plain recipe (Trainer + PEFT + padding collator, LoRA r=8 on q/v, batch 8, lr 1e-3, cosine; the same recipe
 as benchmarks/train_speed.py) trains --plain-steps steps and its wall time is measured. peftpipe's train stage,
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--wait", type=float, default=0, metavar="MINUTES", help="wait this long for a quiet machine")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "train_speed"), help="prepared data (shared)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    p.add_argument("--reuse", nargs="*", default=[], choices=ARMS[:2], metavar="ARM",
+                   help="keep these arms' results from the last run (zero_shot, plain) when made with the same settings")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -91,6 +94,11 @@ def run_one(args) -> dict:
                       f"lr {m['lr']:.3g}, budget {args.minutes:.2f} min"}
 
 
+def settings(args) -> dict:
+    """What an arm's result is made from (its code aside): reused only when these are the same."""
+    return {k: getattr(args, k) for k in ("data", "plain_steps", "eval_samples", "max_length", "threads")}
+
+
 def predictions(arm_dir: Path) -> dict[str, dict]:
     from components.evaluation.evaluate import read_predictions
 
@@ -100,7 +108,7 @@ def predictions(arm_dir: Path) -> dict[str, dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.one:
-        r = run_one(args)
+        r = run_one(args) | {"settings": settings(args)}
         write_json(Path(args.workdir).parent / "time_to_quality" / args.one / "result.json", r)
         return 0
     from train_speed import quiet_enough
@@ -112,6 +120,13 @@ def main(argv=None) -> int:
     work = Path(args.workdir).parent / "time_to_quality"
     results = {}
     for arm in ARMS:
+        if arm in args.reuse:
+            kept = read_json(work / arm / "result.json")
+            if kept is None or kept.get("settings", settings(args)) != settings(args):
+                raise SystemExit(f"--reuse {arm}: no result made with these settings in {work / arm}")
+            results[arm] = kept | {"reused": True, "settings_recorded": "settings" in kept}
+            print(f"[{arm}] reused ({work / arm / 'result.json'})", flush=True)
+            continue
         extra = ["--minutes", str(results["plain"]["train_wall_s"] / 60)] if arm == "peftpipe" else []
         print(f"[{arm}] ...", flush=True)
         t0 = time.perf_counter()
@@ -135,7 +150,8 @@ def report(args, argv, results: dict, work: Path) -> None:
     command = " ".join(["python benchmarks/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])])
     summary = {arm: {k: results[arm].get(k) for k in ("train_wall_s", "steps", "rows_seen", "real_tokens", "recipe", "budget")}
                | {m: results[arm]["eval"][m] for m in ("rouge-l", "bleu-4", "eval_loss")}
-               | {"exact_match": results[arm]["eval"].get("exact_match")} for arm in ARMS}  # where the stage scores it
+               | {"exact_match": results[arm]["eval"].get("exact_match"), "reused_from_earlier_run": results[arm].get("reused", False)}
+               for arm in ARMS}  # where the stage scores it
     report = {"benchmark": "time_to_quality", "command": command, "env": env_block(threads),
               "config": {k: v for k, v in vars(args).items() if k not in ("one", "minutes")}, "questions": len(ids),
               "results": summary, "gain_over_zero_shot": gains, "peftpipe_over_plain": over_plain,

@@ -191,7 +191,7 @@ class EvaluateConfig(Section):
                                                            "(gates.drift_prompts); 0: drift not measured")
 
 
-DEFAULT_MAX_DRIFT = 1.0  # between the embedded default run and a 10x learning rate (docs/benchmarks/drift_threshold.md)
+DEFAULT_MAX_DRIFT = 1.0  # between the embedded default run and a 10x learning rate (docs/benchmarks/quickstart.md, --drift-lr)
 
 
 class GatesConfig(Section):

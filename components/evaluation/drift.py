@@ -63,10 +63,12 @@ def first_sentence(text: str) -> str:
     return " ".join(head.lower().split())
 
 
-def write_base_answers(out_dir: str | Path, samples: list[dict], answers: list[str]) -> list[dict]:
+def write_base_answers(out_dir: str | Path, samples: list[dict], answers: list[str], finished: list[bool]) -> list[dict]:
+    """`finished[i]`: answer i ended with EOS (False: cut at evaluate.drift_max_new_tokens)."""
     from components.core.atomic import atomic_write_text
 
-    rows = [{"id": s["id"], "prompt": s["question"], "answer": a} for s, a in zip(samples, answers)]
+    rows = [{"id": s["id"], "prompt": s["question"], "answer": a, "finished": f}
+            for s, a, f in zip(samples, answers, finished)]
     atomic_write_text(Path(out_dir) / BASE_ANSWERS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
 
@@ -86,7 +88,8 @@ def matching_base(samples: list[dict], base: dict[str, dict]) -> list[dict]:
     if missing:
         raise DataError(f"drift prompts {', '.join(missing[:3])} have no base answer; run evaluate_base again "
                         "(`peftpipe run` does)")
-    return [{**s, "answer": base[s["id"]]["answer"]} for s in samples]
+    # answers written before "finished" was recorded had their EOS scored on both sides: keep doing so
+    return [{**s, "answer": base[s["id"]]["answer"], "finished": base[s["id"]].get("finished", True)} for s in samples]
 
 
 def drift_figures(base_loss: float, tuned_loss: float, base_answers: list[str], tuned_answers: list[str]) -> dict:

@@ -37,16 +37,19 @@ def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, 
     return [prompt_ids(tokenizer, s["messages"], shots, system_prompt) for s in samples]
 
 
-def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int) -> float:
-    """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked."""
+def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int,
+              eos: list[bool] | None = None) -> float:
+    """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked. `eos[i]` False: sample i's
+    answer was cut at a token limit, so no EOS is scored after it."""
     import torch
 
     from components.data.prepare import IGNORE_INDEX
     from components.training.train import collate
 
     rows = []
-    for s, p in zip(samples, prompts):
-        answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for n, (s, p) in enumerate(zip(samples, prompts)):
+        answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"]
+        answer += [tokenizer.eos_token_id] if eos is None or eos[n] else []
         rows.append({"input_ids": p + answer, "labels": [IGNORE_INDEX] * len(p) + answer})
     total, count = 0.0, 0
     model.eval()
@@ -82,7 +85,8 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
             d_samples = drift.matching_base(d_samples, drift_base[0])
         d_prompts = prompts_for(d_samples, tokenizer, shots, params.prepare.system_prompt)
         if drift_base is not None:  # the fine-tuned model's loss on the base model's answers
-            d_tuned_loss = eval_loss(model, tokenizer, d_samples, d_prompts, cfg.batch_size)
+            d_tuned_loss = eval_loss(model, tokenizer, d_samples, d_prompts, cfg.batch_size,
+                                     [s["finished"] for s in d_samples])
     prefix = None
     if route == "kv_prefix":  # generate as deployed: the base model with the learned KV prefix
         prefix, model = kv_prefix.compute_prefix(model), model.get_base_model()
@@ -95,9 +99,11 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
                                    desc=f"drift prompts {label}", prefix=prefix)
         answers = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in d_ids]
         if drift_base is None:  # the base model: its answers, and its own loss on them
-            rows = drift.write_base_answers(out_dir, d_samples, answers)
+            finished = [len(t) < cfg.drift_max_new_tokens for t in d_ids]  # else cut at the limit: no EOS scored
+            rows = drift.write_base_answers(out_dir, d_samples, answers, finished)
             own = [{**s, "answer": r["answer"]} for s, r in zip(d_samples, rows)]
-            drift_metrics = {"prompts": len(rows), "base_loss": eval_loss(model, tokenizer, own, d_prompts, cfg.batch_size)}
+            drift_metrics = {"prompts": len(rows),
+                             "base_loss": eval_loss(model, tokenizer, own, d_prompts, cfg.batch_size, finished)}
         else:
             drift_metrics = drift.drift_figures(drift_base[1]["base_loss"], d_tuned_loss,
                                                 [s["answer"] for s in d_samples], answers)

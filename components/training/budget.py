@@ -3,8 +3,9 @@
 The first steps are timed; a step's time is modelled as proportional to the tokens it computes (rows x the
 longest row, or the packed sum), which the batch schedule knows for every future step. The plan is the most
 steps (at most train.steps) whose predicted time fits what is left of the budget; it is made after PROBE_STEPS
-steps and made again, once, at the step predicted to be a quarter of the way into the budget, with more steps
-measured (steps, not clock readings, decide when: the processes of a data-parallel run plan together). The plan is written
+steps and made again at the steps predicted to be a quarter, half and three quarters of the way into the budget,
+each time at the rate of every step measured so far (steps slow down as a machine warms or fills; steps, not clock
+readings, decide when: the processes of a data-parallel run plan together). The plan is written
 beside the checkpoints (`budget.json`, keyed by what the run is made from), so a resumed run keeps it.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from components.core.atomic import atomic_write_json
 
 PROBE_STEPS = 4  # steps timed before the first plan (the first one, with the allocator's warm-up, is left out)
-REPLAN_AT = 0.25  # fraction of the budget after which the plan is made once more
+REPLAN_AT = (0.25, 0.5, 0.75)  # fractions of the budget after which the plan is made again
 
 
 def step_cost(lengths: list[int], idx: list[int], packed: bool) -> int:
@@ -33,22 +34,22 @@ def seconds_per_token(times: list[float], costs: list[int]) -> float:
 
 def fit_steps(done: int, elapsed_s: float, budget_s: float, rate: float, future_costs: list[int], cap: int) -> int:
     """The total steps: `done` plus the future steps (costs in schedule order) whose predicted time fits what is
-    left of the budget; at least done + 1, at most `cap`."""
+    left of the budget; at least done + 1 (unless that passes `cap`), at most `cap`."""
     left, total = budget_s - elapsed_s, done
     for c in future_costs:
         if total >= cap or left < rate * c:
             break
         left -= rate * c
         total += 1
-    return max(min(total, cap), done + 1)
+    return min(cap, max(total, done + 1))
 
 
-def replan_step(done: int, elapsed_s: float, budget_s: float, rate: float, future_costs: list[int]) -> int:
-    """The step at which the predicted time reaches REPLAN_AT of the budget: a step count, so that every
+def replan_step(done: int, elapsed_s: float, budget_s: float, rate: float, future_costs: list[int], at: float) -> int:
+    """The step at which the predicted time reaches the fraction `at` of the budget: a step count, so that every
     process of a data-parallel run plans again at the same step."""
     t, step = elapsed_s, done
     for c in future_costs:
-        if t >= REPLAN_AT * budget_s:
+        if t >= at * budget_s:
             break
         t += rate * c
         step += 1

@@ -496,14 +496,16 @@ def plan_budget(run: TrainRun, done: int, elapsed: float, times: list[float], co
         if total < n or n >= run.cap:
             break
         n = min(run.cap, 2 * n)
-    again = budget_plan.replan_step(done, elapsed, budget_s, rate, future[: total - done])
+    made_before = len(run.budget.get("plans", []))
+    again = (budget_plan.replan_step(done, elapsed, budget_s, rate, future[: total - done],
+                                     budget_plan.REPLAN_AT[made_before])
+             if made_before < len(budget_plan.REPLAN_AT) else None)  # None: this was the last plan
     if run.acc:  # every rank trains rank 0's plan
         total, again = dist.all_gather((total, again))[0]
     set_steps(run, total, done, sched)
     made = {"after_steps": done, "elapsed_s": round(elapsed, 2), "s_per_1k_tokens": round(1000 * rate, 4), "steps": total}
-    plans = [*run.budget.get("plans", []), made]
-    run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": plans,
-                  **({"replan_at_step": again} if len(plans) == 1 else {})}
+    run.budget = {"budget_minutes": cfg.budget_minutes, "steps": total, "plans": [*run.budget.get("plans", []), made],
+                  **({"replan_at_step": again} if again is not None else {})}
     if run.main:
         budget_plan.write_plan(run.ckpt_root, fingerprint(run.parts), run.budget)
 
@@ -596,13 +598,12 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             if planning:
                 times.append(time.perf_counter() - t_step)
                 costs.append(budget_plan.step_cost(lengths, run.schedule[step], cfg.packing))
-                plans = len(run.budget.get("plans", []))
-                if (plans == 0 and len(times) == budget_plan.PROBE_STEPS) or (
-                        plans == 1 and step + 1 >= run.budget["replan_at_step"]):
+                first = not run.budget and len(times) == budget_plan.PROBE_STEPS
+                if first or run.budget.get("replan_at_step", float("inf")) <= step + 1 < run.steps:
                     plan_budget(run, step + 1, time.perf_counter() - t0, times, costs)
                     bar.total = run.steps
                     bar.refresh()
-                    planning = len(run.budget["plans"]) < 2
+                    planning = "replan_at_step" in run.budget
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < run.steps:
                 rank_rng = dist.all_gather(torch.get_rng_state()) if run.acc else None
                 if main:

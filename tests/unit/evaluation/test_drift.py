@@ -1,5 +1,6 @@
-"""The drift measurement: the project's general prompts, the prompts file's errors, the gate's verdicts, and on
-the tiny model a destructive learning rate that the drift gate fails while the task gates pass."""
+"""The drift measurement: the project's general prompts, the prompts file's errors, the gate's verdicts, and no
+EOS scored after an answer cut at the token limit. (A destructive learning rate failing the drift gate while the
+task gates pass needs a real model: tests/e2e/test_embedded_e2e.py; a random tiny model does not drift apart.)"""
 
 
 import pytest
@@ -56,3 +57,29 @@ def test_drift_gate_verdicts():
     cfg = GatesConfig(max_drift=0.5, min_gain={}, min_scores={})
     assert not {v["gate"]: v for v in check_gates(metrics, metrics, cfg)}["max_drift"]["passed"]
     assert "max_drift" not in {v["gate"] for v in check_gates(metrics, metrics, cfg.model_copy(update={"max_drift": None}))}
+
+
+def test_a_cut_answer_scores_no_eos(tiny_model_dir):
+    """Base answers stop at evaluate.drift_max_new_tokens mid-sentence: an EOS scored there would be a token
+    neither model would say, and a model fine-tuned on short answers predicts it better (drift understated)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from components.evaluation.evaluate import eval_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompt, answer = tok("What is the capital of Peru?")["input_ids"], "The capital of Peru is"
+    samples = [{"answer": answer}]
+    ids = tok(answer, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1]
+    by_hand = float(torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids)))
+    assert eval_loss(model, tok, samples, [prompt], 1, eos=[False]) == pytest.approx(by_hand, abs=1e-4)
+    assert eval_loss(model, tok, samples, [prompt], 1) != pytest.approx(by_hand, abs=1e-4)  # the default scores EOS
+
+
+def test_base_answers_say_whether_they_were_cut():
+    base = {"a": {"answer": "x", "finished": False}, "b": {"answer": "y"}}  # b: written before the flag existed
+    got = drift.matching_base([{"id": "a"}, {"id": "b"}], base)
+    assert [(s["answer"], s["finished"]) for s in got] == [("x", False), ("y", True)]

@@ -40,7 +40,7 @@ def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, 
 def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int,
               eos: list[bool] | None = None) -> float:
     """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked. `eos[i]` False: sample i's
-    answer was cut at a token limit, so no EOS is scored after it."""
+    answer was cut at a token limit, so no EOS is scored after it (unless it decoded to nothing)."""
     import torch
 
     from components.data.prepare import IGNORE_INDEX
@@ -49,7 +49,7 @@ def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], b
     rows = []
     for n, (s, p) in enumerate(zip(samples, prompts)):
         answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"]
-        answer += [tokenizer.eos_token_id] if eos is None or eos[n] else []
+        answer += [tokenizer.eos_token_id] if eos is None or eos[n] or not answer else []  # an empty answer: its EOS
         rows.append({"input_ids": p + answer, "labels": [IGNORE_INDEX] * len(p) + answer})
     total, count = 0.0, 0
     model.eval()

@@ -77,6 +77,9 @@ def test_a_cut_answer_scores_no_eos(tiny_model_dir):
     by_hand = float(torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids)))
     assert eval_loss(model, tok, samples, [prompt], 1, eos=[False]) == pytest.approx(by_hand, abs=1e-4)
     assert eval_loss(model, tok, samples, [prompt], 1) != pytest.approx(by_hand, abs=1e-4)  # the default scores EOS
+    # an answer that decoded to nothing (a random model's whitespace) still has its EOS scored: never 0 tokens
+    empty = eval_loss(model, tok, [{"answer": ""}], [prompt], 1, eos=[False])
+    assert empty == eval_loss(model, tok, [{"answer": ""}], [prompt], 1) and empty == empty
 
 
 def test_base_answers_say_whether_they_were_cut():

@@ -103,10 +103,10 @@ def main(argv=None) -> int:
         d_rc, _, d_s = run(f".venv/bin/peftpipe run -S train.lr={args.drift_lr}", folder)
         d_gates = read_gates(folder)
         task = [g for g in d_gates.get("gates", []) if g["gate"] != "max_drift"]
+        d_eval = json.loads((folder / "metrics" / "evaluate.json").read_text())
         result["drift"]["destructive"] = {
             "command": f".venv/bin/peftpipe run -S train.lr={args.drift_lr}", "exit": d_rc, "seconds": d_s,
-            "lr": args.drift_lr, "drift": json.loads((folder / "metrics" / "evaluate.json").read_text()).get("drift"),
-            "rouge-l": json.loads((folder / "metrics" / "evaluate.json").read_text()).get("rouge-l"),
+            "lr": args.drift_lr, "drift": d_eval.get("drift"), "rouge-l": d_eval.get("rouge-l"),
             "task_gates_passed": all(g["passed"] for g in task), "max_drift": gate_of(d_gates, "max_drift")}
     out_dir = Path(args.out)
     write_json(out_dir / "quickstart.json", result)

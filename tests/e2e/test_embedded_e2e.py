@@ -10,8 +10,9 @@ from conftest import BIN, ROOT, make_project, ran_stages, sh
 pytestmark = pytest.mark.embedded
 
 
-# 20x the default learning rate for 16 steps (fp32, so the figures hold on any CPU): measured here, drift +1.81 with
-# ROUGE-L 73 (+37 over base); 8 steps at the default lr drift +0.03; lr 0.05 collapses everything (ROUGE-L 0)
+# 20x the default learning rate for 16 steps (fp32, so the figures hold on any CPU). Chosen by hand runs scored with
+# EOS after every drift answer (the rule before cut answers lost it): drift +1.81 with ROUGE-L 73 (+37 over base);
+# 8 steps at the default lr +0.03; lr 0.05 collapses everything (ROUGE-L 0). The clean-clone CI passes it since.
 DESTRUCTIVE = ["train.steps=16", "train.lr=0.02", "train.precision=fp32"]
 
 

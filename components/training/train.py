@@ -426,9 +426,11 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     run.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, run.steps // 2), run.steps)
-    first = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in run.schedule[0][rank::world]],
+    costs = [budget_plan.step_cost(lengths, b, cfg.packing) for b in run.schedule]
+    typical = run.schedule[int(np.argsort(costs, kind="stable")[len(costs) // 2])]  # the median step, not the first
+    probe = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in typical[rank::world]],
                                                     tokenizer.pad_token_id, cfg.packing, run.max_length)[0].items()}
-    run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, first, lm_loss, cfg.method,
+    run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, probe, lm_loss, cfg.method,
                                                            threads)
     if acc is not None:  # every rank trains in rank 0's precision (timings differ between processes)
         run.precision = ("fp32", "bf16", "fp16")[dist.all_gather(("fp32", "bf16", "fp16").index(run.precision))[0]]
@@ -631,11 +633,12 @@ def finish(run: TrainRun, res: LoopResult) -> dict:
             for n, t in res.best["state"].items():
                 named[n].copy_(t)
     tail = [x for x in res.losses[-cfg.log_every:] if math.isfinite(x)] or [float("nan")]
+    done = run.start + len(res.losses)  # a health stop ends before the planned steps
     metrics = {
-        "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": run.steps,
+        "method": cfg.method, "family": run.method.FAMILY, "lr": run.lr, "steps": run.steps, "steps_done": done,
         "batch_tokens": cfg.batch_tokens, "rows_per_step": round(run.rows_per_step, 3), "loss_norm": cfg.loss_norm,
         "label_tokens_per_step": round(run.label_mean, 2), "train_rows": len(run.rows),
-        "epochs": round(sum(len(b) for b in run.schedule[: run.steps]) / max(len(run.rows), 1), 3),
+        "epochs": round(sum(len(b) for b in run.schedule[:done]) / max(len(run.rows), 1), 3),  # passes trained
         "resumed_at": run.start, "final_loss": round(float(np.mean(tail)), 5),
         "first_loss": round(res.losses[0], 5) if res.losses else None, "trainable_params": run.trainable,
         "total_params": run.total, "precision": run.precision, "precision_choice": run.precision_choice,

@@ -18,6 +18,7 @@ def test_auto_times_both_precisions_at_the_runs_shape_and_caches_the_choice(prep
     _, p = prepared
     monkeypatch.setenv("PEFTPIPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(runtime, "has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "load_average", lambda: 0.0)  # a quiet machine (the suite's workers share it)
     m = train(p, tmp_path / "a", {"precision": "auto", "steps": 2})
     c = m["precision_choice"]
     assert c["how"] == "measured" and c["fp32_step_s"] > 0 and c["bf16_step_s"] > 0 and c["batch_tokens"] > 0
@@ -25,9 +26,27 @@ def test_auto_times_both_precisions_at_the_runs_shape_and_caches_the_choice(prep
     assert json.loads(precision.cache_file().read_text())
     again = train(p, tmp_path / "b", {"precision": "auto", "steps": 2})
     assert again["precision_choice"]["how"].startswith("measured before") and again["precision"] == m["precision"]
+    cache = json.loads(precision.cache_file().read_text())  # an entry from before the load was recorded: timed again
+    precision.cache_file().write_text(json.dumps({k: {x: y for x, y in v.items() if x != "load_average_1m"}
+                                                  for k, v in cache.items()}))
+    assert train(p, tmp_path / "b2", {"precision": "auto", "steps": 2})["precision_choice"]["how"] == "measured"
     monkeypatch.setattr(runtime, "has_fast_bf16", lambda: False)
     plain = train(p, tmp_path / "c", {"precision": "auto", "steps": 2})
     assert plain["precision"] == "fp32" and "no native bf16" in plain["precision_choice"]["how"]
+
+
+def test_a_timing_taken_on_a_busy_machine_decides_that_run_only(prepared, tmp_path, monkeypatch):  # noqa: F811
+    """Timings taken while other work shares the cores measure the contention: used once, never cached."""
+    import os
+
+    _, p = prepared
+    monkeypatch.setenv("PEFTPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtime, "has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "load_average", lambda: 2.0 * (os.cpu_count() or 1))
+    for run in ("a", "b"):
+        m = train(p, tmp_path / run, {"precision": "auto", "steps": 2})
+        assert m["precision_choice"]["how"].startswith("measured, not cached: 1-minute load average"), m["precision_choice"]
+    assert not precision.cache_file().exists()
 
 
 def test_the_timing_leaves_the_run_as_it_was(prepared, tmp_path, monkeypatch):  # noqa: F811

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from components.core.runtime import quiet_env
+# xdist workers share the cores: each takes its share (torch's default, and `train.threads: 0`, would each take all
+# of them, and oversubscribed threads spin against each other). Set before torch is imported; subprocesses inherit it.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
+from components.core.runtime import quiet_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))

@@ -129,7 +129,7 @@ class _TrainLoop(Section):
                                                                               "else the CPU; evaluate and merge follow it")
     quantize_base: Literal["4bit"] | None = Field(None, description="QLoRA: the frozen base in 4 bits (bitsandbytes, "
                                                                     "CUDA only) under a LoRA-family adapter")
-    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores (OMP_NUM_THREADS when set)")
     checkpoint_every: int = Field(20, ge=1)
     spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
     spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")

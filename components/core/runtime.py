@@ -58,10 +58,17 @@ def log_to_file(path: Path) -> Path:
     return path
 
 
+def env_threads() -> int:
+    """OMP_NUM_THREADS when it is set to a positive whole number (a shared machine's share), else 0."""
+    v = os.environ.get("OMP_NUM_THREADS", "")
+    return int(v) if v.isdigit() and int(v) > 0 else 0
+
+
 def set_threads(n: int = 0) -> int:
+    """Torch's intra-op threads: n, or 0 for OMP_NUM_THREADS when set, else every core."""
     import torch
 
-    n = n or os.cpu_count() or 1
+    n = n or env_threads() or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
 

@@ -2,10 +2,12 @@
 
     python benchmarks/methods.py                     # all methods, dolly_open_qa, the defaults below
     python benchmarks/methods.py --methods lora prompt --steps 20
+    python benchmarks/methods.py --minutes 6          # every method on the same 6-minute training budget
 
 Each method runs in its own process (so peak memory is its own): train (the pipeline's train stage),
 then evaluate on the first --eval-samples test questions. Zero-shot (the base model) and ICL are the
-no-training baselines. Results are cached per method in --workdir, so an interrupted run continues.
+no-training baselines. Zero-shot also answers the drift prompts once; each trained method's drift (its loss on
+those answers over the base model's, gates.max_drift) is a column. Results are cached per method in --workdir, so an interrupted run continues.
 Writes docs/benchmarks/methods.json, methods.md and methods.png.
 """
 
@@ -46,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=BASELINES + TRAINED)
     p.add_argument("--data", default=str(DATASETS / "dolly_open_qa" / "open_qa.jsonl"))
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--minutes", type=float, help="train.budget_minutes: each method trains what fits (at most --steps)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--eval-samples", type=int, default=100)
@@ -64,7 +67,8 @@ def params(args):
     return bench_params(args.workdir, args.data, args.max_length, args.threads, [
         f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
         f"evaluate.max_samples={args.eval_samples}", f"evaluate.max_new_tokens={args.max_new_tokens}",
-        f"evaluate.batch_size={args.eval_batch_size}"] + args.set)
+        f"evaluate.batch_size={args.eval_batch_size}"]
+        + ([f"train.budget_minutes={args.minutes}"] if args.minutes else []) + args.set)
 
 
 def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[str]):
@@ -79,7 +83,7 @@ def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[
 
 def config_key(args, method: str) -> str:
     """Results are reused only for the same budget, data, method config and method code."""
-    keys = ("data", "steps", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
+    keys = ("data", "steps", "minutes", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
             "set")
     ident: dict = {k: getattr(args, k) for k in keys}
     if method != "zero_shot":
@@ -129,10 +133,13 @@ def run_one(method: str, args) -> dict:
         result["train_wall_s"] = result.pop("wall_s")
         result["train_peak_rss_mb"] = peak_rss_mb()
         result["adapter_mb"] = dir_size_mb(work / "train")
-        ev = run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, work / "train", work / "eval")
+        ev = run_evaluate(p, "tuned", p.paths.base_model, p.paths.prepared, work / "train", work / "eval",
+                          eval_base_dir=Path(args.workdir) / "zero_shot" / "eval")
+        result["steps"] = tr.get("steps_done", tr.get("steps"))
     if method != "zero_shot" and not trains(method):  # nothing trains (ICL): only evaluation figures apply
         result.update({"train_peak_rss_mb": None, "tokens_per_s": None, "train_wall_s": None})
     result.update({k: ev[k] for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "eval_loss")})
+    result["drift"] = (ev.get("drift") or {}).get("drift") if method != "zero_shot" else None
     result["generation_tokens_per_s"] = ev["generation"]["tokens_per_s"]
     result["peak_rss_mb"] = peak_rss_mb()
     result["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -180,7 +187,7 @@ def ratios(results: dict[str, dict]) -> dict:
 def table(results: dict[str, dict], sig: dict[str, dict] | None = None) -> str:
     headers = ["method", "family", "trainable", "trainable %", "adapter MB", "train tok/s", "train peak RSS MB",
                "train s", "final train loss", "eval loss", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L",
-               "ROUGE-L vs zero-shot (95% CI)", "vs ICL", "training health"]
+               "ROUGE-L vs zero-shot (95% CI)", "vs ICL", "steps", "drift", "training health"]
     zs, icl = results.get("zero_shot", {}), results.get("icl", {})
     rows = []
     for m, r in results.items():
@@ -191,7 +198,8 @@ def table(results: dict[str, dict], sig: dict[str, dict] | None = None) -> str:
                      r.get("tokens_per_s"), r.get("train_peak_rss_mb"), r.get("train_wall_s"), r.get("final_loss"),
                      r["eval_loss"], r["bleu-4"], r["rouge-1"], r["rouge-2"], r["rouge-l"],
                      _gain(r, zs, (sig or {}).get(m, {}).get("rouge-l_gain_over_zero_shot")),
-                     f"{r['rouge-l'] - icl['rouge-l']:+.2f}" if icl else None, _health(r.get("health"))])
+                     f"{r['rouge-l'] - icl['rouge-l']:+.2f}" if icl else None, r.get("steps"),
+                     None if r.get("drift") is None else f"{r['drift']:+.3f}", _health(r.get("health"))])
     return markdown_table(headers, rows)
 
 
@@ -271,14 +279,15 @@ def main(argv=None) -> int:
     report = {"benchmark": "methods", "command": " ".join(["python benchmarks/methods.py", *child_args]),
               "env": env_block(p.train.threads or __import__("os").cpu_count()),
               "config": {"data": args.data, "train_rows": stats["train_rows"], "test_rows": stats["test_rows"],
-                         "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+                         "steps": args.steps, "budget_minutes": args.minutes, "batch_size": args.batch_size, "max_length": args.max_length,
                          "eval_samples": args.eval_samples, "max_new_tokens": args.max_new_tokens, "overrides": args.set},
               "results": results, "ratios": ratios(results), "significance": significance(work, list(results))}
     write_json(out / "methods.json", report)
     md = (f"# Methods side by side\n\nCommand: `{report['command']}`\n\n"
           f"Data: `{Path(args.data).relative_to(ROOT.parent) if Path(args.data).is_relative_to(ROOT.parent) else args.data}` "
           f"({stats['train_rows']} train rows; the first {args.eval_samples} of {stats['test_rows']} test questions). "
-          f"Budget: {args.steps} steps x batch {args.batch_size}, max length {args.max_length}; greedy answers of up to "
+          + (f"Budget: {args.minutes:g} minutes of training per method (at most {args.steps} steps) x batch "
+             f"{args.batch_size}" if args.minutes else f"Budget: {args.steps} steps x batch {args.batch_size}") + f", max length {args.max_length}; greedy answers of up to "
           f"{args.max_new_tokens} tokens. Machine: {report['env']['cpu']}, {report['env']['threads']} threads, "
           f"torch {report['env']['torch']}, peft {report['env']['peft']}.\n\n" + table(results, report["significance"])
           + "\n`*`: the paired bootstrap 95% interval of the per-question ROUGE-L gain lies above zero.\n")

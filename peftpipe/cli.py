@@ -328,8 +328,8 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help=set_help + "; this run only")
     di.set_defaults(func=cmd_data_inspect)
 
-    b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (methods, inference, serve_load, train_speed, eval_speed, step_profile, time_to_quality); --help after the name for its options")
-    b.add_argument("name", help="benchmark name: methods, inference, serve_load, train_speed, eval_speed, step_profile, time_to_quality")
+    b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (methods, inference, serve_load, train_speed, eval_speed, step_profile, time_to_quality, recipes, budget_runs, quickstart); --help after the name for its options")
+    b.add_argument("name", help="benchmark name: methods, inference, serve_load, train_speed, eval_speed, step_profile, time_to_quality, recipes, budget_runs, quickstart")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=cmd_bench)
 

@@ -47,13 +47,16 @@ def set_key(commit: str, name: str, minutes: float) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_set(name: str, minutes: float, commit: str, folder: Path) -> dict:
-    """A fresh clone at `commit`, the set's file in data/, one `peftpipe run`; what it measured."""
+def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool = False) -> dict:
+    """A fresh clone at `commit`, the set's file in data/, one `peftpipe run`; what it measured. With resume, an
+    interrupted run's clone at the same commit runs `peftpipe run` again (DVC skips the stages it finished)."""
     src, fname, extra = SETS[name]
-    shutil.rmtree(folder, ignore_errors=True)
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
-    subprocess.run(["git", "checkout", "-q", "--detach", commit], cwd=folder, check=True)
-    shutil.copy(src, folder / "data" / fname)
+    resumed = resume and (folder / ".git").exists() and commit_of(folder) == commit
+    if not resumed:
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
+        subprocess.run(["git", "checkout", "-q", "--detach", commit], cwd=folder, check=True)
+        shutil.copy(src, folder / "data" / fname)
     overrides = [f"data.path=data/{fname}", f"train.budget_minutes={minutes:g}", *extra]
     command = "peftpipe run " + " ".join(f"-S {o}" for o in overrides)
     bindir = Path(sys.executable).parent
@@ -72,7 +75,7 @@ def run_set(name: str, minutes: float, commit: str, folder: Path) -> dict:
     budget = tr.get("budget") or {}
     gain = next((g.get("interval") for g in gates if g["gate"] == "gain_rouge-l"), None)
     return {
-        "command": command, "exit": proc.returncode, "run_wall_s": wall,
+        "command": command, "exit": proc.returncode, "run_wall_s": wall, "resumed": resumed,  # resumed: this call's wall only
         "stages_run": re.findall(r"Running stage '([a-z_]+)'", out),
         "rows": {"in": m.get("validate", {}).get("rows_in"), "quarantined": m.get("validate", {}).get("rows_quarantined"),
                  "train": tr.get("train_rows"), "test_scored": tuned.get("samples")},
@@ -94,6 +97,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sets", nargs="+", choices=list(SETS))
     p.add_argument("--minutes", type=float, default=20.0, help="train.budget_minutes of every run")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted set's clone (same commit)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "budget_runs"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = p.parse_args(argv)
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         if load > 1.5:
             print(f"warning: 1-minute load average {load:.2f} > 1.5: the times will measure contention", file=sys.stderr)
         print(f"[{name}] peftpipe run, {args.minutes:g}-minute budget ...", flush=True)
-        r = run_set(name, args.minutes, commit, Path(args.workdir) / name)
+        r = run_set(name, args.minutes, commit, Path(args.workdir) / name, args.resume)
         results[name] = {"key": key, "commit": commit, "minutes": args.minutes, "load_average_1m_at_start": round(load, 2),
                          "env": env_block(os.cpu_count() or 1), **r}
         write_json(out_dir / "budget_runs.json", {"benchmark": "budget_runs", "sets": results,

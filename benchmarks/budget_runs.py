@@ -41,6 +41,11 @@ def commit_of(root: Path) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def same_pipeline(a: str, b: str) -> bool:
+    """Two commits that differ at most in benchmarks/ and docs/ run the same pipeline."""
+    return subprocess.run(["git", "diff", "--quiet", a, b, "--", ".", ":!benchmarks", ":!docs"], cwd=ROOT).returncode == 0
+
+
 def set_key(commit: str, name: str, minutes: float) -> str:
     src = SETS[name][0]
     ident = {"commit": commit, "set": name, "minutes": minutes, "data": hashlib.sha256(src.read_bytes()).hexdigest()}
@@ -49,9 +54,9 @@ def set_key(commit: str, name: str, minutes: float) -> str:
 
 def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool = False) -> dict:
     """A fresh clone at `commit`, the set's file in data/, one `peftpipe run`; what it measured. With resume, an
-    interrupted run's clone at the same commit runs `peftpipe run` again (DVC skips the stages it finished)."""
+    interrupted run's clone (whose commit differs at most in benchmarks/ and docs/) runs `peftpipe run` again (DVC skips the stages it finished)."""
     src, fname, extra = SETS[name]
-    resumed = resume and (folder / ".git").exists() and commit_of(folder) == commit
+    resumed = resume and (folder / ".git").exists() and same_pipeline(commit_of(folder), commit)
     if not resumed:
         shutil.rmtree(folder, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sets", nargs="+", choices=list(SETS))
     p.add_argument("--minutes", type=float, default=20.0, help="train.budget_minutes of every run")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted set's clone (same commit)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted set's clone (same pipeline code)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "budget_runs"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = p.parse_args(argv)

@@ -183,6 +183,9 @@ def test_diverging_run_stops_and_keeps_best_weights(prepared, tmp_path):
     health = m["health"]
     assert health["ok"] is False and health["step"] < p.train.steps
     assert health["best_step"] == 0  # only the untouched weights had a finite loss
+    # what was trained, not what was planned: the stopping step's update never happened
+    assert m["steps"] == p.train.steps and m["steps_done"] == health["step"] - 1
+    assert m["epochs"] < p.train.steps * p.train.batch_size / m["train_rows"]
     weights = adapter(tmp_path)
     assert all(torch.isfinite(t).all() for t in weights.values())
 

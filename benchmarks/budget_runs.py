@@ -42,8 +42,9 @@ def commit_of(root: Path) -> str:
 
 
 def same_pipeline(a: str, b: str) -> bool:
-    """Two commits that differ at most in benchmarks/ and docs/ run the same pipeline."""
-    return subprocess.run(["git", "diff", "--quiet", a, b, "--", ".", ":!benchmarks", ":!docs"], cwd=ROOT).returncode == 0
+    """Two commits that differ at most in benchmarks/, docs/ and tests/ run the same pipeline."""
+    return subprocess.run(["git", "diff", "--quiet", a, b, "--", ".", ":!benchmarks", ":!docs", ":!tests"],
+                          cwd=ROOT).returncode == 0
 
 
 def set_key(commit: str, name: str, minutes: float) -> str:
@@ -54,7 +55,7 @@ def set_key(commit: str, name: str, minutes: float) -> str:
 
 def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool = False) -> dict:
     """A fresh clone at `commit`, the set's file in data/, one `peftpipe run`; what it measured. With resume, an
-    interrupted run's clone (whose commit differs at most in benchmarks/ and docs/) runs `peftpipe run` again (DVC skips the stages it finished)."""
+    interrupted run's clone (whose commit differs at most in benchmarks/, docs/ and tests/) runs `peftpipe run` again (DVC skips the stages it finished)."""
     src, fname, extra = SETS[name]
     resumed = resume and (folder / ".git").exists() and same_pipeline(commit_of(folder), commit)
     if not resumed:

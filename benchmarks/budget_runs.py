@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, read_json, write_json
+from common import DATASETS, ROOT, env_block, markdown_table, read_json, warn_if_busy, write_json
 
 SETS = {
     "dolly": (DATASETS / "dolly_open_qa" / "open_qa.jsonl", "dolly_open_qa.jsonl", []),
@@ -86,10 +86,10 @@ def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool =
         "rows": {"in": m.get("validate", {}).get("rows_in"), "quarantined": m.get("validate", {}).get("rows_quarantined"),
                  "train": tr.get("train_rows"), "test_scored": tuned.get("samples")},
         "max_length": m.get("prepare", {}).get("max_length"),
-        "train": {"steps": tr.get("steps"), "planned_steps": budget.get("steps"), "epochs": tr.get("epochs"),
+        "train": {"steps": tr.get("steps"), "steps_done": tr.get("steps_done"), "planned_steps": budget.get("steps"), "epochs": tr.get("epochs"),
                   "rows_per_step": tr.get("rows_per_step"), "wall_s": tr.get("wall_s"), "budget_s": round(minutes * 60, 1),
                   "plans": budget.get("plans"), "precision": tr.get("precision"), "lr": tr.get("lr"),
-                  "schedule_completed": bool(budget) and tr.get("steps") == budget.get("steps"),
+                  "schedule_completed": bool(budget) and tr.get("steps_done", tr.get("steps")) == budget.get("steps"),
                   "health": tr.get("health")},
         "base": {k: base.get(k) for k in METRICS}, "tuned": {k: tuned.get(k) for k in METRICS},
         "length_ratio": {"base": base.get("length_ratio"), "tuned": tuned.get("length_ratio")},
@@ -116,9 +116,7 @@ def main(argv=None) -> int:
         if results.get(name, {}).get("key") == key:
             print(f"[{name}] kept (same commit, data and minutes)", flush=True)
             continue
-        load = os.getloadavg()[0]
-        if load > 1.5:
-            print(f"warning: 1-minute load average {load:.2f} > 1.5: the times will measure contention", file=sys.stderr)
+        load = warn_if_busy()
         print(f"[{name}] peftpipe run, {args.minutes:g}-minute budget ...", flush=True)
         r = run_set(name, args.minutes, commit, Path(args.workdir) / name, args.resume)
         results[name] = {"key": key, "commit": commit, "minutes": args.minutes, "load_average_1m_at_start": round(load, 2),
@@ -148,7 +146,7 @@ def report(results: dict) -> str:
     rows = []
     for name, r in results.items():
         tr, g = r["train"], r.get("rouge-l_gain") or {}
-        rows.append([name, r["rows"]["train"], r["rows"]["test_scored"], tr["steps"], tr["epochs"],
+        rows.append([name, r["rows"]["train"], r["rows"]["test_scored"], tr.get("steps_done") or tr["steps"], tr["epochs"],
                      f"{(tr['wall_s'] or 0) / 60:.1f} / {tr['budget_s'] / 60:g}", "yes" if tr["schedule_completed"] else "no",
                      f"{fmt(r['base']['rouge-l'])} -> {fmt(r['tuned']['rouge-l'])}",
                      f"{fmt(r['base']['bleu-4'])} -> {fmt(r['tuned']['bleu-4'])}",
@@ -161,7 +159,7 @@ def report(results: dict) -> str:
              f"CPU: {env.get('cpu')}, flags {', '.join(env.get('isa') or [])}; commit(s) "
              f"{', '.join(sorted({r['commit'][:10] for r in results.values()}))}. Command per set: see budget_runs.json "
              "(`command`). Exit 1 is the default gates (sized for the embedded data) refusing the model.", "",
-             markdown_table(["set", "train rows", "test questions", "steps", "epochs", "train min / budget",
+             markdown_table(["set", "train rows", "test questions", "steps trained", "epochs", "train min / budget",
                              "schedule completed", "ROUGE-L base -> tuned", "BLEU-4", "exact match",
                              "ROUGE-L gain [95% CI]", "drift", "exit"], rows)]
     for name, r in results.items():

@@ -1,16 +1,19 @@
-"""Shared by the benchmarks: the environment block, peak memory, atomic result files, tables."""
+"""Shared by the benchmarks: the quiet-machine check, the environment block, peak memory, atomic result files, tables."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATASETS = ROOT.parent / "shared" / "datasets"
+MAX_LOAD = 1.5  # a benchmark started above this 1-minute load average waits (--wait), refuses or warns
 
 
 def env_block(threads: int) -> dict:
@@ -50,3 +53,26 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def quiet_enough(wait_minutes: float) -> bool:
+    """True once the 1-minute load average is at most MAX_LOAD (waiting up to wait_minutes); says why if not."""
+    deadline = time.time() + 60 * wait_minutes
+    while True:
+        load = os.getloadavg()[0]
+        if load <= MAX_LOAD:
+            return True
+        if time.time() >= deadline:
+            print(f"refusing to benchmark: the 1-minute load average is {load:.2f} (> {MAX_LOAD}); other work shares "
+                  "the cores and the figures would measure it. Stop it, or pass --wait MINUTES.", file=sys.stderr)
+            return False
+        print(f"load average {load:.2f} > {MAX_LOAD}: waiting", flush=True)
+        time.sleep(15)
+
+
+def warn_if_busy() -> float:
+    """The 1-minute load average now; a warning on stderr when it is above MAX_LOAD (the times would measure it)."""
+    load = os.getloadavg()[0]
+    if load > MAX_LOAD:
+        print(f"warning: 1-minute load average {load:.2f} > {MAX_LOAD}: the times will measure contention", file=sys.stderr)
+    return load

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, peak_rss_mb, write_json
+from common import DATASETS, ROOT, env_block, markdown_table, peak_rss_mb, quiet_enough, write_json
 from methods import bench_params, prepare_once
 
 
@@ -75,7 +75,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     p = bench_params(args.workdir, args.data, args.max_length, args.threads, [f"evaluate.max_samples={args.samples}"])
     prepare_once(p)
-    from train_speed import quiet_enough
 
     if not quiet_enough(args.wait):  # other work on the cores would be measured too
         return 2

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, env_block, markdown_table, write_json
+from common import ROOT, env_block, markdown_table, warn_if_busy, write_json
 
 METRICS = ("rouge-l", "exact_match", "token_f1", "bleu-4")
 
@@ -68,9 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--drift-lr", type=float, help="after the quick start, train again at this learning rate")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = p.parse_args(argv)
-    load = os.getloadavg()[0]
-    if load > 1.5:
-        print(f"warning: 1-minute load average {load:.2f} > 1.5: the times will measure contention", file=sys.stderr)
+    load = warn_if_busy()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="peftpipe-quickstart-")) / "peftpipe"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout.strip()

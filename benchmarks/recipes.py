@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, read_json, write_json
+from common import DATASETS, ROOT, env_block, markdown_table, quiet_enough, read_json, write_json
 from methods import bench_params, prepare_once
 
 GRID = {"lora": [3e-4, 1e-3, 3e-3], "ptuning_v2": [3e-3, 1e-2, 3e-2], "prompt": [3e-3, 1e-2, 3e-2]}
@@ -98,7 +98,6 @@ def main(argv=None) -> int:
         write_json(cell_dir(args, method, lr) / "result.json", {"key": cell_key(args, method, lr),
                                                                 **run_one(args, method, lr)})
         return 0
-    from train_speed import quiet_enough
 
     prepare_once(params(args))
     if not quiet_enough(args.wait):

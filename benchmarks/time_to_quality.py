@@ -24,7 +24,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, read_json, write_json
+from common import DATASETS, ROOT, env_block, markdown_table, quiet_enough, read_json, write_json
 from methods import bench_params, prepare_once
 
 ARMS = ("zero_shot", "plain", "peftpipe")
@@ -111,7 +111,6 @@ def main(argv=None) -> int:
         r = run_one(args) | {"settings": settings(args)}
         write_json(Path(args.workdir).parent / "time_to_quality" / args.one / "result.json", r)
         return 0
-    from train_speed import quiet_enough
 
     prepare_once(params(args, "zero_shot"))
     if not quiet_enough(args.wait):

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, peak_rss_mb, read_json, write_json
+from common import DATASETS, MAX_LOAD, ROOT, env_block, markdown_table, peak_rss_mb, quiet_enough, read_json, write_json
 from methods import bench_params, prepare_once
 
 # arm: (what it changes, params overrides on top of the defaults, fraction of --steps, scored)
@@ -52,7 +52,6 @@ ARMS = {
     "tokens_auto": ("the token budget with precision: auto", ["train.precision=auto"], "rows", True),
 }
 PROBE_DRIFT = 0.15  # a round whose matmul probe moved more than this from the first probe is marked and run again
-MAX_LOAD = 1.5  # a benchmark started above this 1-minute load average waits (--wait) or refuses
 ORDER = ["plain", "peftpipe", "packed", "all_logits", "random_padded", "grad_ckpt", "compile", "threads_1", "grouped_packed"]
 
 
@@ -214,21 +213,6 @@ def run_arm(arm: str, args, child: list[str], tag: str) -> dict:
     r["padding_fraction"] = 1 - r["real_tokens"] / r["computed_tokens"]
     r["s_per_step"] = r["wall_s"] / steps
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
-
-
-def quiet_enough(wait_minutes: float) -> bool:
-    """True once the 1-minute load average is at most MAX_LOAD (waiting up to wait_minutes); says why if not."""
-    deadline = time.time() + 60 * wait_minutes
-    while True:
-        load = os.getloadavg()[0]
-        if load <= MAX_LOAD:
-            return True
-        if time.time() >= deadline:
-            print(f"refusing to benchmark: the 1-minute load average is {load:.2f} (> {MAX_LOAD}); other work shares "
-                  "the cores and the figures would measure it. Stop it, or pass --wait MINUTES.", file=sys.stderr)
-            return False
-        print(f"load average {load:.2f} > {MAX_LOAD}: waiting", flush=True)
-        time.sleep(15)
 
 
 def mean_runs(runs: list[dict]) -> dict:

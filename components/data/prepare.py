@@ -133,7 +133,9 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
         atomic_write_json(tmp / "stats.json", stats)
     how = f"auto: the 99th percentile, cap {cfg.max_length_cap}" if cfg.max_length == "auto" else "prepare.max_length"
     print(f"prepare: rows cut at {limit} tokens ({how}); {stats['truncated']} of {len(enc)} train rows truncated "
-          f"({stats['truncation_rate']:.1%}); longest {stats['train_length']['max']}")
+          f"({stats['truncation_rate']:.1%}); longest {stats['train_length']['max']}" +
+          (f"; {dropped} rows lost every answer token to the cut and are left out of training (raise "
+           "prepare.max_length or max_length_cap, or shorten their prompts)" if dropped else ""))
     return stats
 
 

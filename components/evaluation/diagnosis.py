@@ -16,6 +16,7 @@ RIGHT_LENGTH = (0.5, 2.0)  # a prediction with this many times the reference's t
 WRONG_F1 = 50.0  # token F1 below this, and no exact match: the content is wrong
 FORM_SHARE = 0.5  # at least this share of the gain from right-length, wrong-content answers: a gain of form
 LOW_EXACT = 10.0  # exact match (%) below which the facts were not learned
+CUT_SHARE = 0.3  # at least this share of short answers reached evaluate.max_new_tokens: the limit cut them
 
 
 def _ratio(prediction: str, reference: str, language: str) -> float:
@@ -59,6 +60,8 @@ def diagnose(base_rows: dict[str, dict], tuned_rows: dict[str, dict], language: 
                               for k, rows in (("base", b), ("tuned", t))},
         "exact_match": {"base": round(mean(b, "exact_match"), 4), "tuned": round(mean(t, "exact_match"), 4)},
         "token_f1": {"base": round(mean(b, "token_f1"), 4), "tuned": round(mean(t, "token_f1"), 4)},
+        # answers that reached evaluate.max_new_tokens (predictions written before this was recorded: not cut)
+        "cut_rate": {k: round(fmean(bool(r.get("cut")) for r in rows), 4) for k, rows in (("base", b), ("tuned", t))},
     }
     out["kind"], out["line"] = _verdict(out)
     return out
@@ -70,9 +73,18 @@ def _verdict(d: dict) -> tuple[str, str]:
     if d["rouge-l_gain"] <= 0:
         return "no_gain", (f"no ROUGE-L gain over the base model ({d['rouge-l_gain']:+.2f}); {facts}: train longer "
                            "(train.epochs, train.budget_minutes) or try another learning rate or method")
-    if ratio > RIGHT_LENGTH[1] or ratio < RIGHT_LENGTH[0]:
+    cut = d["cut_rate"]["tuned"]
+    if ratio < RIGHT_LENGTH[0] and cut >= CUT_SHARE:
+        return "cut", (f"answers are {ratio:.2f}x the references' length in tokens and {cut:.0%} of them reached "
+                       f"evaluate.max_new_tokens: the limit cuts them, not the model; raise evaluate.max_new_tokens "
+                       f"to the references' length; {facts}")
+    if ratio < RIGHT_LENGTH[0]:
+        return "length", (f"answers are {ratio:.2f}x the references' length in tokens and only {cut:.0%} reached "
+                          f"evaluate.max_new_tokens: the model stops early, it has not learned the answers' form; "
+                          f"{facts}; train longer (train.epochs, train.budget_minutes)")
+    if ratio > RIGHT_LENGTH[1]:
         return "length", (f"answers are {ratio:.2f}x the references' length in tokens: the model has not learned "
-                          f"the answers' form; {facts}; train longer, or check evaluate.max_new_tokens")
+                          f"the answers' form; {facts}; train longer, or lower evaluate.max_new_tokens")
     if d["form_share"] is not None and d["form_share"] >= FORM_SHARE and em["tuned"] < LOW_EXACT:
         return "form", (f"answers have the right length ({d['right_length_rate']['tuned']:.0%} within "
                         f"{RIGHT_LENGTH[0]:g}-{RIGHT_LENGTH[1]:g}x the reference); exact match stays at "
@@ -93,6 +105,8 @@ def diagnosis_markdown(d: dict | None) -> list[str]:
             f"| length ratio (tokens, answers / references) | {lr['base']:.2f} | {lr['tuned']:.2f} |",
             f"| answers of the right length | {d['right_length_rate']['base']:.0%} | {d['right_length_rate']['tuned']:.0%} |",
             f"| exact match | {em['base']:.2f} | {em['tuned']:.2f} |",
-            f"| token F1 | {f1['base']:.2f} | {f1['tuned']:.2f} |", "",
+            f"| token F1 | {f1['base']:.2f} | {f1['tuned']:.2f} |",
+            *([f"| answers cut at evaluate.max_new_tokens | {d['cut_rate']['base']:.0%} | {d['cut_rate']['tuned']:.0%} |"]
+              if "cut_rate" in d else []), "",
             f"ROUGE-L gain {d['rouge-l_gain']:+.2f}, of which {d['form_gain']:+.2f} ({share}) from answers of the "
             "right length with the wrong content.", "", f"**Diagnosis:** {d['line']}", ""]

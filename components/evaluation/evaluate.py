@@ -121,8 +121,11 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
     metrics.update({"samples": len(samples), "language": cfg.language, "metric_style": cfg.metric_style,
                     "generation": speed})
     out_dir = Path(out_dir)
-    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc,
-             **({"references": a} if len(a) > 1 else {})} for s, r, a, p, sc in zip(samples, refs, all_refs, preds, per)]
+    cut = [len(t) >= cfg.max_new_tokens for t in ids]  # EOS is stripped: a full-length answer never ended
+    metrics["cut_rate"] = round(sum(cut) / len(cut), 4)
+    rows = [{"id": s["id"], "question": s["question"], "reference": r, "prediction": p, "scores": sc, "cut": c,
+             **({"references": a} if len(a) > 1 else {})}
+            for s, r, a, p, sc, c in zip(samples, refs, all_refs, preds, per, cut)]
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
     atomic_write_text(out_dir / "worst.md", worst_answers_markdown(rows, label))
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -244,12 +244,35 @@ def mean_label_tokens(rows: list[dict], schedule: list[list[int]]) -> float:
     return float(np.mean([sum(label_tokens(rows[i]) for i in step) for step in schedule])) if schedule else 1.0
 
 
-def step_weight(run, batch: dict) -> float:
-    """What a step's mean loss is multiplied by before backward: 1 (loss_norm=batch), or its label tokens over the
-    schedule's mean (loss_norm=tokens: the summed loss / a constant, so every token weighs the same)."""
-    if run.params.train.loss_norm == "batch":
-        return 1.0
-    return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) / run.label_mean
+def micro_batches(rows: list[dict], limit: int | None, packing: bool) -> list[list[dict]]:
+    """A step's rows in consecutive groups whose computed tokens (rows x the longest; packing: their sum) fit
+    `limit` (train.micro_batch_tokens; a row longer than it alone); None: one group."""
+    if not limit:
+        return [rows]
+    return [[rows[i] for i in g] for g in fill_budget(range(len(rows)), [len(r["input_ids"]) for r in rows], limit, packing)]
+
+
+def step_backward(run, rows: list[dict]) -> tuple[float, int, int]:
+    """Forward and backward over one step's rows, a micro-batch at a time (train.micro_batch_tokens): each
+    micro-batch's mean loss weighs by its share of the step's label tokens, so the gradients add up to the whole
+    batch's. The step's loss is then scaled by train.loss_norm: 1 (batch: the step's mean), or the step's label
+    tokens over the schedule's mean (tokens: the summed loss / a constant, so every token weighs the same).
+    Returns (the step's mean loss over its label tokens, real tokens, computed tokens)."""
+    cfg = run.params.train
+    made = [make_batch(g, run.tokenizer.pad_token_id, cfg.packing, run.max_length)
+            for g in micro_batches(rows, cfg.micro_batch_tokens, cfg.packing)]
+    counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in made]
+    total = max(sum(counts), 1)
+    scale = 1.0 if cfg.loss_norm == "batch" else total / run.label_mean
+    value, computed = 0.0, 0
+    for (batch, _), count in zip(made, counts):
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        loss = lm_loss(run.model, batch, run.autocast)
+        value += float(loss.detach()) * count / total
+        loss = loss * (count / total * scale)
+        (loss if run.scaler is None else run.scaler.scale(loss)).backward()
+        computed += batch["input_ids"].numel()
+    return value, sum(real for _, real in made), computed
 
 
 def add_neftune(model, alpha: float):
@@ -428,8 +451,11 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, run.steps // 2), run.steps)
     costs = [budget_plan.step_cost(lengths, b, cfg.packing) for b in run.schedule]
     typical = run.schedule[int(np.argsort(costs, kind="stable")[len(costs) // 2])]  # the median step, not the first
-    probe = {k: v.to(device) for k, v in make_batch([run.rows[i] for i in typical[rank::world]],
-                                                    tokenizer.pad_token_id, cfg.packing, run.max_length)[0].items()}
+    typical_rows = [run.rows[i] for i in typical[rank::world]]
+    if world == 1:  # timed at the shape a forward pass holds (train.micro_batch_tokens)
+        typical_rows = micro_batches(typical_rows, cfg.micro_batch_tokens, cfg.packing)[0]
+    probe = {k: v.to(device) for k, v in make_batch(typical_rows, tokenizer.pad_token_id, cfg.packing,
+                                                    run.max_length)[0].items()}
     run.precision, run.precision_choice = decide_precision(cfg.precision, device, model, probe, lm_loss, cfg.method,
                                                            threads)
     if acc is not None:  # every rank trains in rank 0's precision (timings differ between processes)
@@ -560,28 +586,26 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
         while step + 1 < run.steps:
             step += 1
             t_step = time.perf_counter()
-            batch, real = make_batch([run.rows[i] for i in run.schedule[step][run.rank::run.world]],
-                                     run.tokenizer.pad_token_id, cfg.packing, run.max_length)
-            batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
-            if run.acc is None:
-                loss = lm_loss(model, batch, run.autocast)
-                value = float(loss.detach())  # the step's mean: the curve, the health checks
-                loss = loss * step_weight(run, batch)
+            rows = [run.rows[i] for i in run.schedule[step][run.rank::run.world]]
+            if run.acc is None:  # value: the step's mean loss (the curve, the health checks)
+                value, real, computed = step_backward(run, rows)
             else:
+                batch, real = make_batch(rows, run.tokenizer.pad_token_id, cfg.packing, run.max_length)
+                batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
                 loss, value = _sharded_loss(run.fwd, batch, run.autocast, run.world,
                                             run.label_mean if cfg.loss_norm == "tokens" else None)
-            if not health.check(step + 1, value):
+                (loss if run.scaler is None else run.scaler.scale(loss)).backward()
+                computed = batch["input_ids"].numel()
+            if not health.check(step + 1, value):  # before the update: these gradients are dropped
                 bar.write(f"train: stopping: {health.problem['reason']} at step {step + 1} (loss {value:.4g})")
                 break
             losses.append(value)
             if value < best["loss"]:  # the weights are not updated yet: this loss is theirs
                 best = {"step": step, "loss": value, "state": trainable_state(model)}
             if run.scaler is None:
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 run.opt.step()
             else:  # fp16: scaled loss, gradients unscaled before clipping, steps with inf/NaN gradients skipped
-                run.scaler.scale(loss).backward()
                 run.scaler.unscale_(run.opt)
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 run.scaler.step(run.opt)
@@ -590,7 +614,7 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
             after_step(run.method, model, step + 1)
             run.opt.zero_grad(set_to_none=True)
             real_tokens += real
-            computed_tokens += batch["input_ids"].numel()
+            computed_tokens += computed
             curve.write(f"{step + 1}\t{value:.6f}\t{run.sched.get_last_lr()[0]:.6g}\n")
             curve.flush()
             if live is not None:

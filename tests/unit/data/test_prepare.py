@@ -102,3 +102,25 @@ def test_the_leakage_check_sees_a_test_question_in_train(tiny_model_dir, tmp_pat
     from components.data.validate import normalise_question
 
     assert leaked(load_prepared(tmp_path / "leaky")) == {normalise_question(test[0]["question"])}
+
+
+def test_rows_whose_answer_the_cut_removes_are_counted_and_named(tiny_model_dir, tmp_path, capsys):
+    """A row whose prompt fills prepare.max_length keeps no answer token: it is left out of training, counted in
+    stats.json and named in prepare's line, not dropped silently."""
+    import json
+
+    from components.model.base_model import materialise
+
+    rows = [{"question": f"What is {i} plus one?", "answer": f"It is {i + 1}."} for i in range(40)]
+    rows += [{"question": f"Read this: {' '.join(['word'] * 120)}. Question {i}: what was repeated?", "answer": "Word."}
+             for i in range(12)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = tiny_params(tmp_path, tiny_model_dir, [f"data.path={data}", "prepare.max_length=64", "prepare.test_fraction=0.05"])
+    materialise(p.model, p.paths.base_model)
+    run_validate(p.data, p.validate_, p.paths.validated)
+    stats = run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
+    kept = len(load_prepared(p.paths.prepared)["train"])
+    assert stats["dropped_no_answer_tokens"] >= 8 and kept == stats["train_rows"]
+    assert kept + stats["dropped_no_answer_tokens"] + stats["test_rows"] == 52  # every row accounted for
+    assert f"{stats['dropped_no_answer_tokens']} rows lost every answer token to the cut" in capsys.readouterr().out

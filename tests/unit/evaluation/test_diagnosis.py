@@ -48,3 +48,16 @@ def test_only_questions_both_answered_count():
     assert diagnose(BASE, tuned)["samples"] == 19
     with pytest.raises(ValueError, match="no question answered by both"):
         diagnose(BASE, {})
+
+
+def test_short_answers_cut_by_the_token_limit_are_told_apart_from_a_model_that_stops_early():
+    first_word = [r.split()[0] for r in REFS]  # a third of each reference: a gain over the rambling base, too short
+    cut = rows(first_word)
+    for r in cut.values():
+        r["cut"] = True
+    d = diagnose(BASE, cut)
+    assert d["rouge-l_gain"] > 0 and d["cut_rate"] == {"base": 0.0, "tuned": 1.0}
+    assert d["kind"] == "cut" and "raise evaluate.max_new_tokens" in d["line"]
+    early = diagnose(BASE, rows(first_word))  # the same answers, ended by the model (no "cut": older files too)
+    assert early["kind"] == "length" and "stops early" in early["line"]
+    assert any("cut at evaluate.max_new_tokens" in line for line in diagnosis_markdown(d))

@@ -56,6 +56,7 @@ def test_the_timing_leaves_the_run_as_it_was(prepared, tmp_path, monkeypatch):  
     monkeypatch.setenv("PEFTPIPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(runtime, "has_fast_bf16", lambda: True)
     monkeypatch.setattr(precision, "SPEEDUP", 1e9)  # bf16 can never win: auto measures, then takes fp32
+    monkeypatch.setattr(precision, "load_average", lambda: 0.0)  # a quiet machine, whatever else shares it
     auto = train(p, tmp_path / "auto", {"precision": "auto", "steps": 6})
     train(p, tmp_path / "fixed", {"precision": "fp32", "steps": 6})
     assert auto["precision_choice"]["how"] == "measured" and auto["precision"] == "fp32"

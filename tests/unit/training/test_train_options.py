@@ -169,28 +169,62 @@ def test_lm_loss_gradients_equal_the_models_own(rows_and_model):
     assert all(torch.allclose(ours[n], theirs[n], atol=1e-6, rtol=1e-4) for n in ours)
 
 
-@pytest.mark.parametrize("norm", ["tokens", "batch"])
-def test_loss_norm_tokens_weighs_every_token_the_same(rows_and_model, norm):
-    """loss_norm=tokens: the steps' losses sum to the per-token mean over all their rows x the steps, as one big
-    batch; loss_norm=batch (each step's own mean) weighs a short-answer step's tokens more."""
+def step_run(model, tok, rows, schedule, norm="tokens", micro=None):
+    """What train.step_backward reads of a TrainRun, for the tiny model in fp32."""
     from types import SimpleNamespace
 
+    cfg = SimpleNamespace(loss_norm=norm, micro_batch_tokens=micro, packing=False)
+    return SimpleNamespace(params=SimpleNamespace(train=cfg), label_mean=train_mod.mean_label_tokens(rows, schedule),
+                           tokenizer=tok, max_length=max(len(r["input_ids"]) for r in rows), device=torch.device("cpu"),
+                           model=model, autocast=None, scaler=None)
+
+
+def adapter_grads(model) -> dict:
+    out = {n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("norm", ["tokens", "batch"])
+def test_loss_norm_tokens_weighs_every_token_the_same(rows_and_model, norm):
+    """loss_norm=tokens: the steps' gradients sum to those of the per-token mean over all their rows x the steps, as
+    one big batch; loss_norm=batch (each step's own mean) weighs a short-answer step's tokens more."""
     rows, model, tok = rows_and_model
     order = sorted(range(len(rows)), key=lambda i: train_mod.label_tokens(rows[i]))
     schedule = [order[:8], order[8:]]  # 8 short-answer rows, then 4 long ones: unequal label tokens per step
     counts = [sum(train_mod.label_tokens(rows[i]) for i in s) for s in schedule]
     assert counts[0] != counts[1]
-    run = SimpleNamespace(params=SimpleNamespace(train=SimpleNamespace(loss_norm=norm)),
-                          label_mean=train_mod.mean_label_tokens(rows, schedule))
+    run = step_run(model, tok, rows, schedule, norm)
     assert run.label_mean == pytest.approx(sum(counts) / 2)
-    with torch.no_grad():
-        steps = []
-        for s in schedule:
-            batch = train_mod.collate([rows[i] for i in s], tok.pad_token_id)
-            steps.append(float(train_mod.lm_loss(model, batch)) * train_mod.step_weight(run, batch))
-        whole = float(train_mod.lm_loss(model, train_mod.collate(rows, tok.pad_token_id)))
-    gap = abs(sum(steps) - whole * len(schedule))  # the random tiny model's token losses differ by ~1%
-    assert gap < 1e-4 if norm == "tokens" else gap > 5e-3, (steps, whole)
+    model.zero_grad(set_to_none=True)
+    for s in schedule:
+        train_mod.step_backward(run, [rows[i] for i in s])
+    steps = adapter_grads(model)
+    (train_mod.lm_loss(model, train_mod.collate(rows, tok.pad_token_id)) * len(schedule)).backward()
+    whole = adapter_grads(model)
+    gap = max(float((steps[n] - whole[n]).abs().max() / whole[n].abs().max()) for n in whole)
+    assert gap < 1e-4 if norm == "tokens" else gap > 5e-3, gap
+
+
+@pytest.mark.parametrize("norm", ["tokens", "batch"])
+def test_micro_batches_give_the_whole_steps_loss_and_gradients(rows_and_model, norm):
+    """train.micro_batch_tokens: a step split into micro-batches (unequal label tokens) computes the loss and the
+    gradients of the whole step; only the memory one pass holds changes."""
+    rows, model, tok = rows_and_model
+    longest = max(len(r["input_ids"]) for r in rows)
+    groups = train_mod.micro_batches(rows, 3 * longest, False)
+    assert len(groups) >= 4 and sum(map(len, groups)) == len(rows)
+    assert all(len(g) * max(len(r["input_ids"]) for r in g) <= 3 * longest for g in groups)
+    assert [r["id"] for g in groups for r in g] == [r["id"] for r in rows]  # the step's rows, in order, once each
+    schedule = [list(range(len(rows)))]
+    results = []
+    for micro in (None, 3 * longest):
+        model.zero_grad(set_to_none=True)
+        value, real, computed = train_mod.step_backward(step_run(model, tok, rows, schedule, norm, micro), rows)
+        results.append((value, real, computed, adapter_grads(model)))
+    (v1, r1, c1, g1), (v2, r2, c2, g2) = results
+    assert abs(v1 - v2) < 1e-5 and r1 == r2 and c2 < c1  # micro-batches pad less (each to its own longest)
+    assert all(torch.allclose(g1[n], g2[n], atol=1e-6, rtol=1e-4) for n in g1)
 
 
 def test_neftune_noise_only_while_training_and_within_its_bound(rows_and_model):

@@ -116,7 +116,7 @@ class _TrainLoop(Section):
         "tokens", description="tokens: a step's summed label-token loss over the schedule's mean label tokens per step "
                               "(every token weighs the same, as in one big batch); batch: the step's mean (every step "
                               "weighs the same, so short-answer batches count more under length grouping)")
-    micro_batch_tokens: int | None = Field(8192, ge=8, description="the most computed tokens (rows x the longest; "
+    micro_batch_tokens: int | None = Field(4096, ge=8, description="the most computed tokens (rows x the longest; "
                                            "packing: their sum) one forward and backward pass holds: a step over it "
                                            "runs in micro-batches whose gradients add up to the step's (memory, not "
                                            "the update, changes); null: never split. One process only")

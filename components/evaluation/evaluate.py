@@ -57,11 +57,35 @@ def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], b
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(model.device) for k, v in collate(rows[i : i + batch_size], tokenizer.pad_token_id).items()}
             labels = batch.pop("labels")
-            logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
-            total += float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                             ignore_index=IGNORE_INDEX, reduction="sum"))
+            total += _summed_label_loss(model, batch, labels)
             count += int((labels[:, 1:] != IGNORE_INDEX).sum())
     return round(total / count, 5)
+
+
+def _summed_label_loss(model, batch: dict, labels) -> float:
+    """Summed next-token cross-entropy over the label tokens. Where the model splits into a decoder and a
+    vocabulary head, logits are computed only at the label positions (a long prompt's own positions need none),
+    a chunk at a time; prompt methods (virtual positions in front) take the model's own forward."""
+    import torch
+
+    from components.data.prepare import IGNORE_INDEX
+    from components.training.chunked_loss import CHUNK_ELEMENTS
+    from components.training.train import _decoder_and_head
+
+    ce = torch.nn.functional.cross_entropy
+    parts = _decoder_and_head(model)
+    if parts is None:
+        logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
+        return float(ce(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+                        reduction="sum"))
+    decoder, head = parts
+    h = decoder(**batch, use_cache=False).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    h, target = h[keep], target[keep]
+    chunk = max(1, CHUNK_ELEMENTS // head.weight.shape[0])
+    return sum(float(ce(head(h[s : s + chunk]).float(), target[s : s + chunk], reduction="sum"))
+               for s in range(0, len(target), chunk))
 
 
 def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,

@@ -450,6 +450,9 @@ def setup(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, ckp
                                 weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     run.sched = get_cosine_schedule_with_warmup(run.opt, min(cfg.warmup_steps, run.steps // 2), run.steps)
     costs = [budget_plan.step_cost(lengths, b, cfg.packing) for b in run.schedule]
+    if world > 1 and cfg.micro_batch_tokens and max(costs) / world > cfg.micro_batch_tokens and run.main:
+        print(f"train: train.micro_batch_tokens applies to one process; with {world} processes a rank computes up "
+              f"to about {max(costs) // world} tokens a pass (lower train.batch_size if memory runs out)")
     typical = run.schedule[int(np.argsort(costs, kind="stable")[len(costs) // 2])]  # the median step, not the first
     typical_rows = [run.rows[i] for i in typical[rank::world]]
     if world == 1:  # timed at the shape a forward pass holds (train.micro_batch_tokens)

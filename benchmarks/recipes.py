@@ -119,6 +119,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def health(train: dict) -> str:
+    """The train stage's health verdict in a few words (a stopped run keeps the best weights it saw)."""
+    h = train.get("health") or {}
+    return "ok" if h.get("ok", True) else f"stopped at step {h.get('step')}: {h.get('reason')}"
+
+
 def report(args, argv, results: dict) -> None:
     zero = cell_dir(args, None, None)
     cells = {}
@@ -140,14 +146,14 @@ def report(args, argv, results: dict) -> None:
     write_json(Path(args.out) / "recipes.json", out)
     rows = [[m, f"{r['lr']:g}", r["train"]["steps"], r["train"]["epochs"], r["eval"]["rouge-l"],
              f"{r['gain']['mean']:+.2f} ({r['gain']['low']:+.2f}..{r['gain']['high']:+.2f})", r["eval"]["exact_match"],
-             r["eval"]["token_f1"], "winner" if picks[m]["winner"] == r["lr"] else
+             r["eval"]["token_f1"], health(r["train"]), "winner" if picks[m]["winner"] == r["lr"] else
              "runner-up" if picks[m]["runner_up"] == r["lr"] else ""] for m, rs in cells.items() for r in rs]
     md = [f"# Recipes: learning rates at a {args.minutes:g}-minute training budget", "",
           f"`{out['command']}` on {Path(args.data).name}, {args.eval_samples} seeded test questions; zero-shot "
           f"ROUGE-L {base['rouge-l']:.2f}. CPU: {out['env'].get('cpu')}, flags "
           f"{', '.join(out['env'].get('isa') or [])}.", "",
           markdown_table(["method", "lr", "steps", "epochs", "ROUGE-L", "gain over zero-shot (95% CI)",
-                          "exact match", "token F1", ""], rows)]
+                          "exact match", "token F1", "training health", ""], rows)]
     (Path(args.out) / "recipes.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

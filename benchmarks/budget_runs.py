@@ -2,6 +2,7 @@
 
     python benchmarks/budget_runs.py dolly gsm8k cmrc            # train.budget_minutes=20 each (about 30 min a set)
     python benchmarks/budget_runs.py dolly --minutes 5
+    python benchmarks/budget_runs.py dolly --set train.neftune_alpha=5    # an experiment: its own row
 
 Each set gets a fresh clone of this checkout's HEAD under --workdir with the set's file copied into its data/
 folder (the clone is scratch: nothing is copied into the repository), then
@@ -47,13 +48,21 @@ def same_pipeline(a: str, b: str) -> bool:
                           cwd=ROOT).returncode == 0
 
 
-def set_key(commit: str, name: str, minutes: float) -> str:
+def set_key(commit: str, name: str, minutes: float, sets: tuple[str, ...] = ()) -> str:
     src = SETS[name][0]
     ident = {"commit": commit, "set": name, "minutes": minutes, "data": hashlib.sha256(src.read_bytes()).hexdigest()}
+    if sets:
+        ident["overrides"] = list(sets)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool = False) -> dict:
+def row_name(name: str, sets: tuple[str, ...]) -> str:
+    """A set's row in the report: its name, plus the overrides of a --set experiment (the defaults' row stays)."""
+    return f"{name} + {' '.join(sets)}" if sets else name
+
+
+def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool = False,
+            sets: tuple[str, ...] = ()) -> dict:
     """A fresh clone at `commit`, the set's file in data/, one `peftpipe run`; what it measured. With resume, an
     interrupted run's clone (whose commit differs at most in benchmarks/, docs/ and tests/) runs `peftpipe run` again (DVC skips the stages it finished)."""
     src, fname, extra = SETS[name]
@@ -63,7 +72,7 @@ def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool =
         subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
         subprocess.run(["git", "checkout", "-q", "--detach", commit], cwd=folder, check=True)
         shutil.copy(src, folder / "data" / fname)
-    overrides = [f"data.path=data/{fname}", f"train.budget_minutes={minutes:g}", *extra]
+    overrides = [f"data.path=data/{fname}", f"train.budget_minutes={minutes:g}", *extra, *sets]
     command = "peftpipe run " + " ".join(f"-S {o}" for o in overrides)
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(folder)}
@@ -103,6 +112,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sets", nargs="+", choices=list(SETS))
     p.add_argument("--minutes", type=float, default=20.0, help="train.budget_minutes of every run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="an experiment: this params override too (repeatable); reported as its own row, beside the "
+                        "defaults' row")
     p.add_argument("--resume", action="store_true", help="continue an interrupted set's clone (same pipeline code)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "budget_runs"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
@@ -111,19 +123,21 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     old = read_json(out_dir / "budget_runs.json") or {}
     results = dict(old.get("sets", {}))
+    sets = tuple(args.overrides)
     for name in args.sets:
-        key = set_key(commit, name, args.minutes)
-        if results.get(name, {}).get("key") == key:
-            print(f"[{name}] kept (same commit, data and minutes)", flush=True)
+        key, row = set_key(commit, name, args.minutes, sets), row_name(name, sets)
+        if results.get(row, {}).get("key") == key:
+            print(f"[{row}] kept (same commit, data, minutes and overrides)", flush=True)
             continue
         load = warn_if_busy()
-        print(f"[{name}] peftpipe run, {args.minutes:g}-minute budget ...", flush=True)
-        r = run_set(name, args.minutes, commit, Path(args.workdir) / name, args.resume)
-        results[name] = {"key": key, "commit": commit, "minutes": args.minutes, "load_average_1m_at_start": round(load, 2),
+        print(f"[{row}] peftpipe run, {args.minutes:g}-minute budget ...", flush=True)
+        folder = Path(args.workdir) / (name + ("-" + hashlib.sha256(" ".join(sets).encode()).hexdigest()[:8] if sets else ""))
+        r = run_set(name, args.minutes, commit, folder, args.resume, sets)
+        results[row] = {"key": key, "commit": commit, "minutes": args.minutes, "load_average_1m_at_start": round(load, 2),
                          "env": env_block(os.cpu_count() or 1), **r}
         write_json(out_dir / "budget_runs.json", {"benchmark": "budget_runs", "sets": results,
                                                   "ratios": ratios(results)})
-        print(f"[{name}] exit {r['exit']}, {r['run_wall_s']:.0f} s", flush=True)
+        print(f"[{row}] exit {r['exit']}, {r['run_wall_s']:.0f} s", flush=True)
     write_json(out_dir / "budget_runs.json", {"benchmark": "budget_runs", "sets": results, "ratios": ratios(results)})
     md = report(results)
     (out_dir / "budget_runs.md").write_text(md)
@@ -155,7 +169,7 @@ def report(results: dict) -> str:
                      "-" if r["drift"] is None else f"{r['drift']:+.3f}", r["exit"]])
     first = next(iter(results.values()))
     env = first["env"]
-    lines = ["# Budget runs: `peftpipe run` on real QA sets, nothing changed but the data and the budget", "",
+    lines = ["# Budget runs: `peftpipe run` on real QA sets, nothing changed but the data and the budget", "", "A row named `set + KEY=VALUE` is an experiment with that override too (`--set`).", "",
              f"CPU: {env.get('cpu')}, flags {', '.join(env.get('isa') or [])}; commit(s) "
              f"{', '.join(sorted({r['commit'][:10] for r in results.values()}))}. Command per set: see budget_runs.json "
              "(`command`). Exit 1 is the default gates (sized for the embedded data) refusing the model.", "",

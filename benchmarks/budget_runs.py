@@ -56,6 +56,35 @@ def set_key(commit: str, name: str, minutes: float, sets: tuple[str, ...] = ()) 
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+BUCKETS = ((0, 5), (5, 15), (15, 40), (40, None))  # reference length in words
+
+
+def by_reference_length(folder: Path) -> list[dict] | None:
+    """Base and fine-tuned ROUGE-L and answer words (medians) per reference-length bucket, from the run's
+    predictions: where the gain is made and where it is lost. None when either predictions file is missing."""
+    import statistics
+
+    files = [folder / "artifacts" / d / "predictions.jsonl" for d in ("eval_base", "eval")]
+    if not all(f.exists() for f in files):
+        return None
+    base, tuned = ({r["id"]: r for r in map(json.loads, f.read_text().splitlines()) if r} for f in files)
+    out = []
+    for lo, hi in BUCKETS:
+        ids = [i for i in base if i in tuned and lo <= len(base[i]["reference"].split()) < (hi or 10**9)]
+        if ids:
+            out.append({"reference_words": f"{lo}-{hi - 1}" if hi else f"{lo}+", "questions": len(ids),
+                        **{f"{k}_rouge-l": round(statistics.mean(d[i]["scores"]["rouge-l"] for i in ids), 2)
+                           for k, d in (("base", base), ("tuned", tuned))},
+                        **{f"{k}_answer_words_median": statistics.median(len(d[i]["prediction"].split()) for i in ids)
+                           for k, d in (("base", base), ("tuned", tuned))}})
+    return out
+
+
+def folder_name(name: str, sets: tuple[str, ...]) -> str:
+    """The set's scratch clone under --workdir (an experiment's own, so the defaults' clone stays)."""
+    return name + ("-" + hashlib.sha256(" ".join(sets).encode()).hexdigest()[:8] if sets else "")
+
+
 def row_name(name: str, sets: tuple[str, ...]) -> str:
     """A set's row in the report: its name, plus the overrides of a --set experiment (the defaults' row stays)."""
     return f"{name} + {' '.join(sets)}" if sets else name
@@ -102,6 +131,7 @@ def run_set(name: str, minutes: float, commit: str, folder: Path, resume: bool =
                   "health": tr.get("health")},
         "base": {k: base.get(k) for k in METRICS}, "tuned": {k: tuned.get(k) for k in METRICS},
         "length_ratio": {"base": base.get("length_ratio"), "tuned": tuned.get("length_ratio")},
+        "by_reference_length": by_reference_length(folder),
         "rouge-l_gain": gain, "drift": (tuned.get("drift") or {}).get("drift"),
         "diagnosis": (report.get("diagnosis") or {}).get("line"),
         "gates": [{"gate": g["gate"], "passed": g["passed"], "line": g["line"]} for g in gates],
@@ -115,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="an experiment: this params override too (repeatable); reported as its own row, beside the "
                         "defaults' row")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: fill what the kept runs' clones still hold (by reference length) and write the report")
     p.add_argument("--resume", action="store_true", help="continue an interrupted set's clone (same pipeline code)")
     p.add_argument("--workdir", default=str(ROOT / ".bench" / "budget_runs"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
@@ -126,12 +158,17 @@ def main(argv=None) -> int:
     sets = tuple(args.overrides)
     for name in args.sets:
         key, row = set_key(commit, name, args.minutes, sets), row_name(name, sets)
-        if results.get(row, {}).get("key") == key:
+        if args.report_only or results.get(row, {}).get("key") == key:
+            folder = Path(args.workdir) / folder_name(name, sets)
+            if row in results and results[row].get("by_reference_length") is None and folder.exists():
+                results[row]["by_reference_length"] = by_reference_length(folder)
+            if args.report_only:
+                continue
             print(f"[{row}] kept (same commit, data, minutes and overrides)", flush=True)
             continue
         load = warn_if_busy()
         print(f"[{row}] peftpipe run, {args.minutes:g}-minute budget ...", flush=True)
-        folder = Path(args.workdir) / (name + ("-" + hashlib.sha256(" ".join(sets).encode()).hexdigest()[:8] if sets else ""))
+        folder = Path(args.workdir) / folder_name(name, sets)
         r = run_set(name, args.minutes, commit, folder, args.resume, sets)
         results[row] = {"key": key, "commit": commit, "minutes": args.minutes, "load_average_1m_at_start": round(load, 2),
                          "env": env_block(os.cpu_count() or 1), **r}
@@ -180,6 +217,13 @@ def report(results: dict) -> str:
         failed = [g["gate"] for g in r["gates"] if not g["passed"]]
         lines.append(f"- {name}: gates failed: {', '.join(failed) or 'none'}" +
                      (f"; {r['diagnosis']}" if isinstance(r.get("diagnosis"), str) else ""))
+    for name, r in results.items():
+        if r.get("by_reference_length"):
+            lines += ["", f"{name}: where the gain is made, by the reference's length (mean ROUGE-L, median answer words)", "",
+                      markdown_table(["reference words", "questions", "ROUGE-L base -> tuned", "answer words base -> tuned"],
+                                     [[b["reference_words"], b["questions"], f"{b['base_rouge-l']:.2f} -> {b['tuned_rouge-l']:.2f}",
+                                       f"{b['base_answer_words_median']:g} -> {b['tuned_answer_words_median']:g}"]
+                                      for b in r["by_reference_length"]])]
     return "\n".join(lines) + "\n"
 
 

@@ -190,6 +190,16 @@ def test_diverging_run_stops_and_keeps_best_weights(prepared, tmp_path):
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def test_health_catches_a_warmup_blow_up_that_lifts_the_running_mean():
+    """The curve of a P-Tuning v2 run at lr 1e-2 on dolly_open_qa (recipes sweep): a high first loss, then a
+    blow-up at step 9 of a 10-step warmup. Its blown-up losses lifted the window's mean enough that the old
+    reference (the mean) never flagged it and the run 'finished healthy' at a loss of ~9."""
+    h = train_mod.Health(factor=3.0, warmup=10)
+    curve = [5.61, 2.64, 2.96, 2.85, 3.09, 2.91, 3.58, 3.32, 9.92, 10.82]
+    assert all(h.check(i + 1, v) for i, v in enumerate(curve))  # not armed yet
+    assert not h.check(11, 10.10) and h.problem["step"] == 11 and "spike" in h.problem["reason"]
+
+
 def test_health_catches_a_blow_up_during_warmup():
     h = train_mod.Health(factor=3.0, warmup=5)
     assert all(h.check(i + 1, v) for i, v in enumerate([1.2, 4.0, 9.0, 11.0, 10.0]))  # not armed yet

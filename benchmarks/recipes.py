@@ -83,12 +83,34 @@ def run_one(args, method: str | None, lr: float | None) -> dict:
 
 
 def gain(work_cell: Path, work_zero: Path) -> dict:
+    """ROUGE-L of one cell's answers over another's (zero-shot, or the incumbent default), per question, with a
+    paired bootstrap 95% interval."""
     from components.evaluation.evaluate import read_predictions
     from components.evaluation.quality import paired_bootstrap
 
     a, b = read_predictions(work_cell / "eval"), read_predictions(work_zero / "eval")
     ids = sorted(set(a) & set(b))
     return paired_bootstrap([a[i]["scores"]["rouge-l"] for i in ids], [b[i]["scores"]["rouge-l"] for i in ids])
+
+
+def incumbent_lr(args, method: str) -> float:
+    """The learning rate params.yaml gives the method now (its block's `lr`, else train.lr)."""
+    t = params(args).train
+    return getattr(t, method).lr or t.lr
+
+
+def pick(args, method: str, rows: list[dict]) -> dict:
+    """The method's default after the sweep. The top ROUGE-L cell replaces params.yaml's current rate only when
+    that rate is not on the grid or the top cell beats it per question (paired bootstrap interval above 0): a
+    default does not move on noise."""
+    ranked = sorted(rows, key=lambda r: -r["eval"]["rouge-l"])
+    top, before = ranked[0], incumbent_lr(args, method)
+    on_grid = next((r for r in rows if abs(r["lr"] - before) < 1e-12), None)
+    over = None if on_grid is None or on_grid is top else gain(cell_dir(args, method, top["lr"]), cell_dir(args, method, before))
+    keep = over is not None and over["low"] <= 0
+    return {"winner": top["lr"], "runner_up": ranked[1]["lr"] if len(ranked) > 1 else None,
+            "winner_rouge-l": top["eval"]["rouge-l"], "winner_gain": top["gain"], "default_before": before,
+            "winner_over_default_before": over, "default": before if keep else top["lr"]}
 
 
 def main(argv=None) -> int:
@@ -132,11 +154,7 @@ def report(args, argv, results: dict) -> None:
         for lr in GRID[m]:
             r = results[cell_dir(args, m, lr).name]
             cells.setdefault(m, []).append({"lr": lr, **r, "gain": gain(cell_dir(args, m, lr), zero)})
-    picks = {}
-    for m, rows in cells.items():
-        ranked = sorted(rows, key=lambda r: -r["eval"]["rouge-l"])
-        picks[m] = {"winner": ranked[0]["lr"], "runner_up": ranked[1]["lr"] if len(ranked) > 1 else None,
-                    "winner_rouge-l": ranked[0]["eval"]["rouge-l"], "winner_gain": ranked[0]["gain"]}
+    picks = {m: pick(args, m, rows) for m, rows in cells.items()}
     base = results["zero_shot"]["eval"]
     out = {"benchmark": "recipes", "command": "python benchmarks/recipes.py " + " ".join(argv or sys.argv[1:]),
            "env": env_block(args.threads), "data": args.data, "budget_minutes": args.minutes, "grid": GRID,
@@ -147,13 +165,22 @@ def report(args, argv, results: dict) -> None:
     rows = [[m, f"{r['lr']:g}", r["train"]["steps"], r["train"]["epochs"], r["eval"]["rouge-l"],
              f"{r['gain']['mean']:+.2f} ({r['gain']['low']:+.2f}..{r['gain']['high']:+.2f})", r["eval"]["exact_match"],
              r["eval"]["token_f1"], health(r["train"]), "winner" if picks[m]["winner"] == r["lr"] else
-             "runner-up" if picks[m]["runner_up"] == r["lr"] else ""] for m, rs in cells.items() for r in rs]
+             "runner-up" if picks[m]["runner_up"] == r["lr"] else "",
+             "yes" if picks[m]["default"] == r["lr"] else ""] for m, rs in cells.items() for r in rs]
     md = [f"# Recipes: learning rates at a {args.minutes:g}-minute training budget", "",
           f"`{out['command']}` on {Path(args.data).name}, {args.eval_samples} seeded test questions; zero-shot "
           f"ROUGE-L {base['rouge-l']:.2f}. CPU: {out['env'].get('cpu')}, flags "
           f"{', '.join(out['env'].get('isa') or [])}.", "",
           markdown_table(["method", "lr", "steps", "epochs", "ROUGE-L", "gain over zero-shot (95% CI)",
-                          "exact match", "token F1", "training health", ""], rows)]
+                          "exact match", "token F1", "training health", "", "default"], rows), "",
+          "The top ROUGE-L cell becomes a method's default only where params.yaml's rate before the sweep was off the "
+          "grid or the top cell beats it per question (paired bootstrap interval above 0); otherwise the default stays.", ""]
+    for m, q in picks.items():
+        o = q["winner_over_default_before"]
+        md.append(f"- {m}: default before {q['default_before']:g}; top {q['winner']:g}" +
+                  (f", over the default before {o['mean']:+.2f} ({o['low']:+.2f}..{o['high']:+.2f})" if o else
+                   " (the default before)" if q["winner"] == q["default_before"] else " (the default before was off the grid)") +
+                  f"; default now {q['default']:g}")
     (Path(args.out) / "recipes.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

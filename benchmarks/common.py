@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -27,6 +28,20 @@ def env_block(threads: int) -> dict:
     return {**machine(), "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
             "bf16_native": resolve_precision("auto") == "bf16"}
+
+
+TRAIN_EVAL_CODE = ("core", "data", "evaluation", "methods", "model", "training")  # components/ a cell's scores come from
+
+
+def code_hash(parts: tuple[str, ...] = TRAIN_EVAL_CODE) -> str:
+    """The content of components/<part>/*.py (and components/*.py): a cached result keyed on it is redone when the
+    code that made it changes, not only the method's own file."""
+    files = sorted(f for f in (ROOT / "components").glob("*.py")) + sorted(
+        f for part in parts for f in (ROOT / "components" / part).rglob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, dir_size_mb, env_block, markdown_table, peak_rss_mb, read_json, write_json
+from common import DATASETS, ROOT, code_hash, dir_size_mb, env_block, markdown_table, peak_rss_mb, read_json, write_json
 
 from components.methods import NAMES, get_method, trains  # common put the repo root on sys.path
 
@@ -82,16 +82,15 @@ def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[
 
 
 def config_key(args, method: str) -> str:
-    """Results are reused only for the same budget, data, method config and method code."""
+    """Results are reused only for the same budget, data, method config and train/evaluate code (common.code_hash)."""
     keys = ("data", "steps", "minutes", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
             "set")
-    ident: dict = {k: getattr(args, k) for k in keys}
+    ident: dict = {k: getattr(args, k) for k in keys} | {"code": code_hash()}
     if method != "zero_shot":
         p = params(args)
         p.train.method = method
         ident["method_config"] = p.train.method_config().model_dump()
         ident["lr"] = p.train.method_lr()
-        ident["code"] = hashlib.sha256((ROOT / "components" / "methods" / f"{method}.py").read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -6,8 +6,9 @@ trained for the same time budget on dolly_open_qa, scored against zero-shot.
 
 Each cell is one process: the train stage under `train.budget_minutes` (params.yaml's defaults otherwise, with
 the method's `lr` set), then the evaluate stage on the same seeded test questions as the zero-shot base. A
-cell's result is kept under --workdir with the key of what made it (data, budget, method block, lr, method
-code), so the sweep can run over several sittings; a changed input runs that cell again. Per method: the
+cell's result is kept under --workdir with the key of what made it (data, budget, the train config with the
+method's block, the components/ code that trains and evaluates), so the sweep can run over several sittings; a
+changed input runs that cell again. Per method: the
 winner (highest ROUGE-L), the runner-up, and each cell's gain over zero-shot with a paired bootstrap 95%
 interval. Writes docs/benchmarks/recipes.{json,md}. Run it alone on the machine (it refuses a busy one).
 """
@@ -22,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, quiet_enough, read_json, write_json
+from common import DATASETS, ROOT, code_hash, env_block, markdown_table, quiet_enough, read_json, write_json
 from methods import bench_params, prepare_once
+
+from components.methods import NAMES
 
 GRID = {"lora": [3e-4, 1e-3, 3e-3], "ptuning_v2": [3e-3, 1e-2, 3e-2], "prompt": [3e-3, 1e-2, 3e-2]}
 
@@ -51,11 +54,11 @@ def params(args, method: str | None = None, lr: float | None = None):
 
 
 def cell_key(args, method: str | None, lr: float | None) -> str:
-    ident = {"data": args.data, "eval_samples": args.eval_samples, "max_length": args.max_length}
-    if method:
+    ident = {"data": args.data, "eval_samples": args.eval_samples, "max_length": args.max_length, "code": code_hash()}
+    if method:  # the train config with this method's block only: another method's default does not touch the cell
         p = params(args, method, lr)
-        ident.update(minutes=args.minutes, train=p.train.model_dump(), threads=args.threads,
-                     code=hashlib.sha256((ROOT / "components" / "methods" / f"{method}.py").read_bytes()).hexdigest())
+        ident.update(minutes=args.minutes, threads=args.threads,
+                     train=p.train.model_dump(exclude={m for m in NAMES if m != method}))
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -93,18 +96,12 @@ def gain(work_cell: Path, work_zero: Path) -> dict:
     return paired_bootstrap([a[i]["scores"]["rouge-l"] for i in ids], [b[i]["scores"]["rouge-l"] for i in ids])
 
 
-def incumbent_lr(args, method: str) -> float:
-    """The learning rate params.yaml gives the method now (its block's `lr`, else train.lr)."""
-    t = params(args).train
-    return getattr(t, method).lr or t.lr
-
-
 def pick(args, method: str, rows: list[dict]) -> dict:
     """The method's default after the sweep. The top ROUGE-L cell replaces params.yaml's current rate only when
     that rate is not on the grid or the top cell beats it per question (paired bootstrap interval above 0): a
     default does not move on noise."""
     ranked = sorted(rows, key=lambda r: -r["eval"]["rouge-l"])
-    top, before = ranked[0], incumbent_lr(args, method)
+    top, before = ranked[0], params(args).train.model_copy(update={"method": method}).method_lr()
     on_grid = next((r for r in rows if abs(r["lr"] - before) < 1e-12), None)
     over = None if on_grid is None or on_grid is top else gain(cell_dir(args, method, top["lr"]), cell_dir(args, method, before))
     keep = over is not None and over["low"] <= 0

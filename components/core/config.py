@@ -135,7 +135,7 @@ class _TrainLoop(Section):
                                                                     "CUDA only) under a LoRA-family adapter")
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores (OMP_NUM_THREADS when set)")
     checkpoint_every: int = Field(20, ge=1)
-    spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the running mean")
+    spike_factor: float = Field(3.0, gt=1, description="stop when a loss exceeds this x the lower of the first loss and the recent lower quartile")
     spike_warmup: int = Field(10, ge=1, description="steps before the spike detector arms")
     log_every: int = Field(5, ge=1)
     group_by_length: bool = Field(True, description="batches of similar lengths (little padding); false: random batches")

@@ -34,10 +34,18 @@ class Health:
     mean, so that a run that blew up during warmup is still caught when the detector arms: its blown-up
     losses are in the window too, and they lift a mean (a P-Tuning v2 run at lr 1e-2 on dolly_open_qa went
     from 3.3 to 9.9 at step 9 of a 10-step warmup, with a first loss of 5.6, and trained on at ~9-12).
+
+    A collapse is a plateau, not a spike: a run whose first loss was below `collapse` x ln(vocab_size) (the
+    loss of a uniform guess over the vocabulary) and whose median over the last `window` losses is now above
+    it (a P-Tuning v2 run at lr 3e-2 on dolly_open_qa sat at ~10.7 = ln(49,152) from a first loss of ~5.6 that
+    no spike rule could call low). A model that starts near the uniform loss (random weights) cannot collapse.
     """
 
-    def __init__(self, factor: float, warmup: int, window: int = 20):
+    def __init__(self, factor: float, warmup: int, window: int = 20, vocab_size: int | None = None,
+                 collapse: float = 0.8):
         self.factor, self.warmup, self.window = factor, warmup, window
+        self.uniform = math.log(vocab_size) if vocab_size and vocab_size > 1 else None
+        self.collapse = collapse
         self.history: list[float] = []
         self.problem: dict | None = None
 
@@ -52,6 +60,14 @@ class Health:
             if value > self.factor * ref and value > first:
                 self.problem = {"reason": f"loss spike above {self.factor:g}x the reference loss {ref:.4g}",
                                 "step": step, "value": value}
+            elif self.uniform is not None:
+                window = sorted(self.history[-(self.window - 1):] + [value])
+                median = window[len(window) // 2]
+                floor = self.collapse * self.uniform
+                if first < floor < median:
+                    self.problem = {"reason": f"collapsed: median loss {median:.4g} over the last {len(window)} steps "
+                                              f"(first loss {first:.4g}) is near a uniform guess's {self.uniform:.4g} "
+                                              "(ln vocabulary size)", "step": step, "value": value}
         if self.problem:
             return False
         self.history.append(value)
@@ -570,7 +586,8 @@ def loop(run: TrainRun, progress: bool = True) -> LoopResult:
     from tqdm.auto import tqdm
 
     cfg, model, main = run.params.train, run.model, run.main
-    health = Health(cfg.spike_factor, cfg.spike_warmup)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    health = Health(cfg.spike_factor, cfg.spike_warmup, vocab_size=vocab if isinstance(vocab, int) else None)
     best = {"step": run.start, "loss": float("inf"), "state": trainable_state(model)}
     live = None
     if main:

@@ -204,3 +204,25 @@ def test_health_catches_a_blow_up_during_warmup():
     h = train_mod.Health(factor=3.0, warmup=5)
     assert all(h.check(i + 1, v) for i, v in enumerate([1.2, 4.0, 9.0, 11.0, 10.0]))  # not armed yet
     assert not h.check(6, 10.5) and h.problem["step"] == 6  # 10.5 > 3 x first loss 1.2
+
+
+def test_health_catches_a_collapse_to_a_uniform_guess():
+    """Shaped like the recipes sweep's P-Tuning v2 run at lr 3e-2 on dolly_open_qa (vocabulary 49,152): a high
+    first loss, a blow-up inside the warmup, then a plateau at ~10.7 = ln(49,152) that never exceeds 3x the
+    first loss, so the spike rule alone let it 'finish healthy' (final loss 10.75, ROUGE-L 2.9)."""
+    curve = [5.61, 3.1, 7.9, 10.4, 10.9, 10.6, 10.8, 10.7, 10.75, 10.7]
+    spike_only = train_mod.Health(factor=3.0, warmup=10)
+    assert all(spike_only.check(i + 1, v) for i, v in enumerate(curve + [10.7] * 20))  # the miss
+    h = train_mod.Health(factor=3.0, warmup=10, vocab_size=49152)
+    assert all(h.check(i + 1, v) for i, v in enumerate(curve))  # not armed yet
+    assert not h.check(11, 10.72) and h.problem["step"] == 11 and "collapsed" in h.problem["reason"]
+
+
+def test_health_collapse_rule_spares_learning_and_high_but_falling_losses():
+    for random_start in ([10.9, 10.6, 10.2, 9.8, 9.5, 9.1, 8.8, 8.5, 8.3, 8.0, 7.9, 7.7, 7.6, 7.4],  # learning
+                         [10.80, 10.83, 10.79, 10.84, 10.82, 10.85, 10.81, 10.83, 10.86, 10.84]):  # flat at uniform
+        h = train_mod.Health(factor=3.0, warmup=5, vocab_size=49152)
+        assert all(h.check(i + 1, v) for i, v in enumerate(random_start)) and h.problem is None
+    noisy = [2.9, 2.4, 3.1, 2.2, 2.8, 3.3, 2.6, 2.5, 3.0, 2.7, 2.6, 3.2]  # a pretrained model, noisy batches
+    h = train_mod.Health(factor=3.0, warmup=5, vocab_size=49152)
+    assert all(h.check(i + 1, v) for i, v in enumerate(noisy)) and h.problem is None

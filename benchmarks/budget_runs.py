@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, env_block, markdown_table, read_json, warn_if_busy, write_json
+from common import DATASETS, ROOT, env_block, made_from, markdown_table, read_json, warn_if_busy, write_json
 
 SETS = {
     "dolly": (DATASETS / "dolly_open_qa" / "open_qa.jsonl", "dolly_open_qa.jsonl", []),
@@ -50,7 +50,7 @@ def same_pipeline(a: str, b: str) -> bool:
 
 def set_key(commit: str, name: str, minutes: float, sets: tuple[str, ...] = ()) -> str:
     src = SETS[name][0]
-    ident = {"commit": commit, "set": name, "minutes": minutes, "data": hashlib.sha256(src.read_bytes()).hexdigest()}
+    ident = {"commit": commit, "set": name, "minutes": minutes, **made_from(src)}  # made_from: the machine too
     if sets:
         ident["overrides"] = list(sets)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -44,6 +44,23 @@ def code_hash(parts: tuple[str, ...] = TRAIN_EVAL_CODE) -> str:
     return h.hexdigest()
 
 
+def made_from(data: str | Path | None = None) -> dict:
+    """What a cached result was made from besides a benchmark's own options: the train/evaluate code, the data file's
+    content (not its name), the machine (CPU model and kernel flags: a time budget buys a different number of steps
+    elsewhere, and precision auto resolves differently) and the library versions. Part of every cache key."""
+    import peft
+    import torch
+    import transformers
+
+    from components.core.runtime import machine
+
+    ident = {"code": code_hash(), "machine": {k: v for k, v in machine().items() if k != "load_average"},
+             "versions": [torch.__version__, transformers.__version__, peft.__version__]}
+    if data is not None:
+        ident["data_sha256"] = hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    return ident
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, code_hash, dir_size_mb, env_block, markdown_table, peak_rss_mb, read_json, write_json
+from common import DATASETS, ROOT, dir_size_mb, env_block, made_from, markdown_table, peak_rss_mb, read_json, write_json
 
 from components.methods import NAMES, get_method, trains  # common put the repo root on sys.path
 
@@ -82,10 +82,11 @@ def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[
 
 
 def config_key(args, method: str) -> str:
-    """Results are reused only for the same budget, data, method config and train/evaluate code (common.code_hash)."""
+    """Results are reused only for the same budget, method config and options, and what common.made_from names (the
+    train/evaluate code, the data's content, the machine, the library versions)."""
     keys = ("data", "steps", "minutes", "batch_size", "max_length", "eval_samples", "max_new_tokens", "eval_batch_size", "threads",
             "set")
-    ident: dict = {k: getattr(args, k) for k in keys} | {"code": code_hash()}
+    ident: dict = {k: getattr(args, k) for k in keys} | made_from(args.data)
     if method != "zero_shot":
         p = params(args)
         p.train.method = method

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATASETS, ROOT, code_hash, env_block, markdown_table, quiet_enough, read_json, write_json
+from common import DATASETS, ROOT, env_block, made_from, markdown_table, quiet_enough, read_json, write_json
 from methods import bench_params, prepare_once
 
 from components.methods import NAMES
@@ -54,7 +54,7 @@ def params(args, method: str | None = None, lr: float | None = None):
 
 
 def cell_key(args, method: str | None, lr: float | None) -> str:
-    ident = {"data": args.data, "eval_samples": args.eval_samples, "max_length": args.max_length, "code": code_hash()}
+    ident = {"eval_samples": args.eval_samples, "max_length": args.max_length, **made_from(args.data)}
     if method:  # the train config with this method's block only: another method's default does not touch the cell
         p = params(args, method, lr)
         ident.update(minutes=args.minutes, threads=args.threads,

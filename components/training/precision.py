@@ -34,7 +34,8 @@ def cache_key(model, method: str, tokens: int, threads: int) -> str:
     import torch
 
     cfg = model.config
-    shape = {"cpu": runtime.cpu_model(), "torch": torch.__version__, "threads": threads, "method": method,
+    shape = {"cpu": runtime.cpu_model(), "isa": runtime.machine()["isa"],  # one model name covers CPU generations
+             "torch": torch.__version__, "threads": threads, "method": method,
              "model": [getattr(cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size",
                                                        "intermediate_size")],
              "tokens": 1 << max(0, int(tokens) - 1).bit_length()}

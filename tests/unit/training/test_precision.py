@@ -122,3 +122,19 @@ def test_a_cuda_run_on_a_machine_without_one_fails_with_one_line(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.device=cuda" in err[0]
     assert not Path("artifacts/train").exists()
+
+
+def test_the_cached_choice_is_per_cpu_kind_not_per_model_name(monkeypatch):
+    """A VM reports one model name ("AMD EPYC") for CPU generations with different kernels, and a home directory
+    (and its cache) can outlive the machine under it: a choice timed on one is not reused on another."""
+    from transformers import LlamaConfig
+
+    class Model:
+        config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, vocab_size=512)
+
+    monkeypatch.setattr(runtime, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    zen4 = precision.cache_key(Model(), "lora", 600, 2)
+    assert precision.cache_key(Model(), "lora", 700, 2) == zen4  # the same shape bucket
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    assert precision.cache_key(Model(), "lora", 600, 2) != zen4

@@ -28,7 +28,7 @@ def curve(path: Path) -> list[float]:
 def main(argv=None) -> int:
     import torch
 
-    from components.core.config import Paths, load_params
+    from components.config.params import Paths, load_params
     from components.deploy.merge import run_merge
     from components.evaluation.evaluate import run_evaluate
     from components.training.train import run_train

@@ -45,8 +45,9 @@ def build_onnx(work: Path, threads: int) -> tuple[Path, Path]:
     """Materialise the embedded model and export it (fp32 ONNX + int8) into work/, once."""
     from components.model.base_model import materialise
     from components.deploy.export import export_onnx
-    from components.deploy.quantize import VARIANTS, quantize
-    from components.core.config import ModelConfig
+    from components.bundle.format import VARIANTS
+    from components.deploy.quantize import quantize
+    from components.config.params import ModelConfig
 
     model_dir, onnx_dir = work / "model", work / "onnx"
     if not (model_dir / "config.json").exists():
@@ -117,8 +118,8 @@ def main(argv=None) -> int:
     import torch
 
     from components.model.base_model import load_base
-    from components.serving.onnx_runtime import OnnxCausalLM
-    from components.deploy.quantize import VARIANTS
+    from components.bundle.onnx_decoder import OnnxCausalLM
+    from components.bundle.format import VARIANTS
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)

@@ -73,7 +73,7 @@ def params(args):
 
 def bench_params(workdir, data: str, max_length: int, threads: int, extra: list[str]):
     """Params on a real QA file with every path under workdir (shared by the benchmarks)."""
-    from components.core.config import Paths, load_params
+    from components.config.params import Paths, load_params
 
     paths = [f"paths.{k}={Path(workdir) / v}" for k, v in Paths().model_dump().items()]
     return load_params(ROOT / "params.yaml", paths + [

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.core.atomic import atomic_write_json
-from components.core.config import Params
+from components.config.params import Params
 
 METRICS_DIR = Path("metrics")
 

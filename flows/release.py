@@ -18,7 +18,7 @@ def release_flow(root: str = ".", promote_to: str = "staging", only_if_data_chan
     """Run the pipeline on `root` when its tracked data differs from the last run's; register and promote."""
     import os
 
-    from components.core.config import load_params
+    from components.config.params import load_params
     from flows.releasing import data_changed, release
 
     rootp = Path(root).resolve()

@@ -39,7 +39,7 @@ def release(root: Path = Path("."), overrides: list[str] | None = None, promote_
     """
     from components.release import registry
     from flows.run import run_lock, run_pipeline_locked
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     root = Path(root)
     with run_lock(root / ".peftpipe.lock"):
@@ -63,7 +63,7 @@ def watch(root: Path = Path("."), interval: float = 5.0, debounce: float = 10.0,
     """Poll the tracked data; when it differs from the last run's and has been still for `debounce`
     seconds, run `release` (one at a time: changes seen during a run are handled after it).
     Stops after `max_runs` runs (0: never)."""
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     root = Path(root)
     on_change = on_change or (lambda: release(root, overrides, promote_to))
@@ -138,7 +138,7 @@ def emit_data_changed(root: Path, params_file: Path = PARAMS) -> dict:
     """Send the Prefect event `peftpipe.data.changed` (a deployment trigger in infra/prefect/prefect.yaml)."""
     from prefect.events import emit_event
 
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     params = load_params(root / params_file)
     event = emit_event(event="peftpipe.data.changed",

@@ -20,7 +20,7 @@ def collect(root: str | Path = ".") -> dict:
     data = {name: _read(m / f"{name}.json") for name in
             ("validate", "prepare", "train", "evaluate_base", "evaluate", "gate", "merge", "export")}
     try:  # the gate stage writes its report even when it fails (its metrics file only on success)
-        from components.core.config import load_params
+        from components.config.params import load_params
 
         report = _read(Path(root) / load_params(Path(root) / "params.yaml").paths.gate / "gates.json")
         data["gate"] = report or data["gate"]
@@ -41,7 +41,7 @@ def metric_rows(data: dict) -> list[tuple[str, str, str, str]]:
 
 
 def bundle_line(root: Path, data: dict) -> str:
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     bundle = root / load_params(root / "params.yaml").paths.bundle
     return str(bundle) if data.get("export") and bundle.exists() else "not written"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from components.core.config import DataConfig, check_confined, load_params, write_overrides
+from components.config.params import DataConfig, check_confined, load_params, write_overrides
 from components.core.errors import UserError
 from components.data.datagen import write_dataset
 from flows.pipeline import run_pipeline

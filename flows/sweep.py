@@ -65,7 +65,7 @@ def _read(path: Path) -> dict:
 def sweep(sets: list[str], until: str = "evaluate", sort: str = "rouge-l", apply_best: bool = False,
           prefix: str = "sweep") -> list[dict]:
     """Run the grid; returns one row per point (overrides, experiment name, metrics, seconds), best first."""
-    from components.core.config import check_confined, load_params
+    from components.config.params import check_confined, load_params
     from components.core.errors import UserError
     from components.core.runtime import LOG_DIR
     from flows.run import ensure_embedded_data

@@ -38,7 +38,7 @@ def _run_locked(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from components.core.config import check_confined, load_params
+    from components.config.params import check_confined, load_params
     from components.stages import run_stage
 
     params = load_params(PARAMS, args.set or [])
@@ -63,8 +63,8 @@ def cmd_data_generate(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from components.core.config import load_params
-    from components.data.inspect import inspect_data, last_step_rate, print_inspection
+    from components.config.params import load_params
+    from components.inspect.data import inspect_data, last_step_rate, print_inspection
     from components.model.base_model import load_tokenizer
 
     params = load_params(PARAMS, args.set or [])
@@ -75,7 +75,7 @@ def cmd_data_inspect(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
 
     if not Path(args.bundle).is_dir():
         return _fail(f"{args.bundle}: no such bundle directory", 2)
@@ -113,7 +113,7 @@ def cmd_serve(args) -> int:
 
 
 def _registry_ctx():
-    from components.core.config import check_confined, load_params
+    from components.config.params import check_confined, load_params
 
     if not Path("dvc.yaml").exists():
         raise FileNotFoundError("no dvc.yaml here: run peftpipe from the project root")

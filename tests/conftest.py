@@ -37,7 +37,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None) -> list[str]:
     """`-S` overrides for fast runs on the tiny model, with every path under tmp (the data written there)."""
     from components.data.datagen import write_dataset
-    from components.core.config import Paths
+    from components.config.params import Paths
 
     data = tmp / "qa.jsonl"
     if not data.exists():
@@ -54,7 +54,7 @@ def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = No
 
 def tiny_params(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None):
     """Params for fast runs on the tiny model, with every path under tmp."""
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     return load_params(ROOT / "params.yaml", tiny_overrides(tmp, tiny_model_dir, extra))
 
@@ -142,7 +142,7 @@ def project_with(params, folder: Path) -> Path:
     """A folder whose params.yaml is `params` (outputs may live outside it, in tmp)."""
     import yaml
 
-    from components.core.config import params_dict
+    from components.config.params import params_dict
 
     folder.mkdir(parents=True, exist_ok=True)
     raw = {**params_dict(params), "allow_outside_project": True}  # the test's data and outputs live in tmp
@@ -172,7 +172,7 @@ def edit_a_training_row(data: Path) -> None:
     """Change one row of a QA file that the default split puts in train (its answer's '.' become '!')."""
     import json
 
-    from components.core.config import PrepareConfig
+    from components.config.params import PrepareConfig
     from components.data.prepare import in_test_split
 
     cfg = PrepareConfig()

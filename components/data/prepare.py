@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.chat import IGNORE_INDEX, control_token_in, encode_conversation, render, special_tokens, with_system
-from components.data.readers import DataError
+from components.prompts.chat import IGNORE_INDEX, control_token_in, encode_conversation, render, special_tokens, with_system
+from components.data.records import DataError
 from components.data.validate import normalise_question, question_id
 from components.core.atomic import atomic_dir, atomic_write_json
-from components.core.config import PrepareConfig
+from components.config.params import PrepareConfig
 
 __all__ = ["IGNORE_INDEX", "run_prepare", "load_prepared", "encode_example", "split_rows"]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.data.readers import DataError, read_file
+from components.data.readers import read_file
+from components.data.records import DataError
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from components.core.config import DataConfig, ValidateConfig
+from components.config.params import DataConfig, ValidateConfig
 
 __all__ = ["DataError", "run_validate", "validate_file", "normalise_question"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from components.core.errors import UserError
-import hashlib
 import json
 import shutil
 import time
@@ -13,11 +12,12 @@ from components.evaluation.diagnosis import diagnosis_markdown
 from components.evaluation.evaluate import test_samples
 from components.evaluation.gates import PROMOTED_PREDICTIONS
 from components.model.generation import greedy_generate
-from components.serving.onnx_runtime import OnnxCausalLM
+from components.bundle.format import write_checksums
+from components.bundle.onnx_decoder import OnnxCausalLM
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text, file_md5
 from components.core.layout import (CHECKSUMS, GATE_METRICS, GENERATION_CONFIG, MODEL_CARD_JSON, MODEL_CARD_MD,
                                     MODEL_ONNX)
-from components.core.config import Params, params_dict
+from components.config.params import Params, params_dict
 from components.core.runtime import set_seed, set_threads
 from components.methods import route, shipped_files
 
@@ -25,7 +25,7 @@ CARD_PARAMS = ("seed", "model", "data", "prepare", "train", "evaluate", "export"
 
 
 class ExportCheckFailed(UserError, RuntimeError):
-    pass
+    """An export whose parity check failed: nothing enters the bundle."""
 
 
 def _kv_wrapper(model):
@@ -106,34 +106,6 @@ def export_onnx(model, out_dir: Path, opset: int) -> None:
     program.save(str(out_dir / MODEL_ONNX), external_data=True)
     atomic_write_json(out_dir / "onnx_io.json", {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
                                                  "inputs": names_in, "outputs": names_out, "opset": opset})
-
-
-def write_checksums(folder: Path) -> None:
-    lines = []
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
-        lines.append(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(folder).as_posix()}")
-    atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
-
-
-def verify_checksums(folder: str | Path) -> None:
-    """Raise if a bundle file is missing, differs from checksums.sha256, or is not listed there (nothing
-    unverified is loaded from a bundle)."""
-    folder = Path(folder)
-    manifest = folder / CHECKSUMS
-    if not manifest.exists():
-        raise ExportCheckFailed(f"{folder}: no {CHECKSUMS}; not a peftpipe bundle")
-    listed = set()
-    for line in manifest.read_text().splitlines():
-        digest, name = line.split("  ", 1)
-        listed.add(name)
-        f = folder / name
-        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
-            raise ExportCheckFailed(f"{folder}: {name} is missing or corrupt (checksum mismatch)")
-    extra = sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*")
-                   if f.is_file() and f != manifest and f.relative_to(folder).as_posix() not in listed)
-    if extra:
-        raise ExportCheckFailed(f"{folder}: {', '.join(extra)} not listed in {CHECKSUMS}; refusing a bundle with "
-                                "unverified files (re-export it, or remove them)")
 
 
 def model_card(params: Params, metrics: dict, parity: dict) -> str:

@@ -11,7 +11,7 @@ from components.model.generation import greedy_generate
 from components.core.layout import ICL_FILE
 from components.methods import get_method, mergeable, route
 from components.core.atomic import atomic_dir, atomic_write_json
-from components.core.config import Params
+from components.config.params import Params
 from components.core.runtime import set_seed, set_threads
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-VARIANTS = {"int8": "model.int8.onnx", "int4": "model.int4.onnx"}  # `auto` serves the first one shipped: int8 first
-BITS = {"int4": 4, "int8": 8}
+from components.bundle.format import BITS, VARIANTS
 
 
 def quantize(src: Path, dst: Path, variant: str, block_size: int = 32) -> None:
@@ -46,7 +45,7 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
     """Write the variant into `folder` and compare it with the fp32 graph there; remove it if it fails."""
     from components.evaluation.metrics import corpus_scores
     from components.core.layout import MODEL_ONNX
-    from components.serving.onnx_runtime import OnnxCausalLM
+    from components.bundle.onnx_decoder import OnnxCausalLM
 
     name = VARIANTS[variant]
     t0 = time.perf_counter()

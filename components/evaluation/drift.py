@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from components.data.readers import DataError
+from components.data.records import DataError
 
 PROJECT = Path(__file__).resolve().parents[2]
 BASE_ANSWERS = "drift_base.jsonl"  # evaluate_base's answers to the drift prompts, beside its predictions

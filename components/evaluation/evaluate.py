@@ -10,7 +10,7 @@ from components.evaluation.metrics import corpus_bleu, score_samples
 from components.evaluation.quality import degeneration
 from components.data.prepare import load_prepared
 from components.core.atomic import atomic_write_json, atomic_write_text
-from components.core.config import Params
+from components.config.params import Params
 from components.core.runtime import resolve_device, set_seed, set_threads
 
 

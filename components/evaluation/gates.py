@@ -18,7 +18,7 @@ from components.evaluation.diagnosis import diagnose, diagnosis_markdown
 from components.evaluation.evaluate import read_predictions
 from components.evaluation.quality import paired_bootstrap
 from components.core.atomic import atomic_write_json, atomic_write_text
-from components.core.config import GatesConfig
+from components.config.params import GatesConfig
 
 PROMOTED_PREDICTIONS = "eval_predictions.jsonl"  # what a bundle keeps for later no-regression checks
 

@@ -21,12 +21,12 @@ block train.<name> in params.yaml. `NAMES` (sorted) and `TrainConfig`'s blocks c
 
 from __future__ import annotations
 
-import pkgutil
-from importlib import import_module
+import sys
 from pathlib import Path
 from types import ModuleType
 
 from components.core.layout import ICL_FILE, PREFIX_FILE
+from components.core.plugins import Contract, discover, load
 from components.methods.base import Context, MethodConfig  # noqa: F401
 
 ROUTES = ("merge", "kv_prefix", "weights", "icl")
@@ -37,26 +37,14 @@ NOT_METHODS = {"base"}
 _SHIPPED = {"merge": (), "kv_prefix": (PREFIX_FILE,), "weights": (), "icl": (ICL_FILE,)}
 
 
-def _discover() -> tuple[str, ...]:
-    return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
-                        if not info.ispkg and not info.name.startswith("_") and info.name not in NOT_METHODS))
-
-
-NAMES = _discover()
+CONTRACT = Contract(kind="method", package=__name__, required=("Config", "apply", "ROUTE", "FAMILY", "SAVE"),
+                    choices=(("ROUTE", ROUTES), ("SAVE", SAVES)), not_plugins=frozenset(NOT_METHODS))
+NAMES = discover(sys.modules[__name__], CONTRACT.not_plugins)
 
 
 def get_method(name: str) -> ModuleType:
     """The method module for `name`, checked to declare what the stages ask of it."""
-    if name not in NAMES:
-        raise ValueError(f"train.method: unknown method {name!r}; choose from {', '.join(NAMES)}")
-    module = import_module(f"{__name__}.{name}")
-    missing = [a for a in ("Config", "apply", "ROUTE", "FAMILY", "SAVE") if not hasattr(module, a)]
-    if missing:
-        raise TypeError(f"components/methods/{name}.py lacks {', '.join(missing)}")
-    if module.ROUTE not in ROUTES or module.SAVE not in SAVES:
-        raise TypeError(f"components/methods/{name}.py: ROUTE {module.ROUTE!r} must be one of {ROUTES}, "
-                        f"SAVE {module.SAVE!r} one of {SAVES}")
-    return module
+    return load(CONTRACT, NAMES, name, "train.method")
 
 
 def _module(method: str | ModuleType) -> ModuleType:

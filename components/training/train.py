@@ -19,7 +19,7 @@ from components.training.checkpoints import (clear_checkpoints, fingerprint, lat
 from components.model.trained import count_parameters, save_trained
 from components.data.prepare import IGNORE_INDEX, load_prepared, prepared_max_length
 from components.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from components.core.config import Params
+from components.config.params import Params
 from components.core.runtime import autocast_for, resolve_device, set_seed, set_threads
 from components.training import budget as budget_plan
 from components.training.chunked_loss import chunked_cross_entropy

@@ -90,7 +90,7 @@ def tags(proj: Path) -> list[str]:
 
 def test_ci_main_script_registers_with_lineage_and_promotes_to_staging(project, tmp_path):
     from components.release.registry import params_hash
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     proj, _ = project
     source = sh(["git", "rev-parse", "HEAD"], proj).stdout.strip()
@@ -161,7 +161,7 @@ def test_watcher_reruns_on_a_data_row_change_then_registers_and_promotes_to_stag
 
 def test_promotion_is_gated_rollback_restores_and_the_server_follows_production(project):
     from components.serving.load_test import wait_until_healthy
-    from components.core.config import write_overrides
+    from components.config.params import write_overrides
 
     import gto.api
 
@@ -227,7 +227,7 @@ def test_kill_during_promotion_leaves_a_complete_production(project):
     or the new version, never a partial bundle, and the next promotion completes."""
     import random
 
-    from components.deploy.export import verify_checksums
+    from components.bundle.format import verify_checksums
     from components.release.registry import deployment_dir, materialise
 
     proj, _ = project
@@ -262,7 +262,7 @@ def test_kill_during_promotion_leaves_a_complete_production(project):
     assert in_stage(proj, "production") == "v0.0.2"
     verify_checksums(materialise(proj, "qa-model", "v0.0.2", ".peftpipe/deployments"))
     sh([str(BIN / "peftpipe"), "rollback"], proj)
-    from components.core.config import write_overrides
+    from components.config.params import write_overrides
 
     write_overrides(proj / "params.yaml", ["gates.max_regression=1.0"])  # back to the run's value: stages stay cached
 
@@ -336,7 +336,7 @@ def test_a_method_that_cannot_merge_still_reaches_the_bundle(project):
         "What is the capital of Kenya?"], proj)
     from fastapi.testclient import TestClient
 
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
     from components.serving.serve import create_app
 
     bundle = Bundle(proj / "bundle", variant="fp32")

@@ -35,7 +35,7 @@ def flow_runs(api: str) -> list[dict]:
 
 
 def test_a_data_change_event_runs_the_deployed_release_on_a_prefect_server(tiny_model_dir, tmp_path):
-    from components.core.config import write_overrides
+    from components.config.params import write_overrides
     from conftest import RELAXED_GATES
 
     proj = make_project(tmp_path / "proj")

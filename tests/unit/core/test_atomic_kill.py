@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.deploy.export import verify_checksums
+from components.bundle.format import verify_checksums
 from components.core.atomic import atomic_dir
 from conftest import BIN, project_with
 

@@ -1,6 +1,6 @@
 import pytest
 
-from components.core.config import ConfigError, Params, load_params, write_overrides
+from components.config.params import ConfigError, Params, load_params, write_overrides
 
 
 def test_overrides_are_typed(tmp_path):

@@ -2,8 +2,8 @@
 
 from conftest import ROOT
 
-from components.core.config import load_params
-from components.data.inspect import training_plan
+from components.config.params import load_params
+from components.inspect.data import training_plan
 
 
 def test_plan_steps_epochs_and_budget():

@@ -5,9 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from components.data.readers import DataError, detect_format
+from components.data.readers import detect_format
+from components.data.records import DataError
 from components.data.validate import question_id, run_validate
-from components.core.config import DataConfig, ValidateConfig
+from components.config.params import DataConfig, ValidateConfig
 
 N = 12
 
@@ -108,7 +109,7 @@ def test_detection_and_declared_format_mismatch(tmp_path):
 def test_multi_turn_labels_cover_assistant_turns_only(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from components.data.chat import IGNORE_INDEX, encode_conversation, render
+    from components.prompts.chat import IGNORE_INDEX, encode_conversation, render
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from components.data.validate import DataError, run_validate
-from components.core.config import DataConfig, ValidateConfig
+from components.config.params import DataConfig, ValidateConfig
 
 GOOD = [{"question": f"What is item number {i}?", "answer": f"Item {i} is fine."} for i in range(40)]
 
@@ -171,9 +171,9 @@ def test_rows_holding_chat_control_tokens_are_quarantined_with_their_rule(tmp_pa
 
 def test_prepare_refuses_the_models_own_control_tokens_naming_file_and_row(tmp_path, tiny_model_dir):
     """Tokens validate cannot know (the base model's own, here its <|endoftext|> pad) stop prepare with file and row."""
-    from components.core.config import PrepareConfig
+    from components.config.params import PrepareConfig
     from components.data.prepare import run_prepare
-    from components.data.readers import DataError
+    from components.data.records import DataError
 
     (tmp_path / "v").mkdir()
     rows = GOOD[:20] + [{"question": "What ends a text?", "answer": "The <|endoftext|> token."}]

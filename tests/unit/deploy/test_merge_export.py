@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from components.deploy.export import ExportCheckFailed, run_export, verify_checksums
+from components.bundle.format import BundleCheckFailed, verify_checksums
+from components.deploy.export import run_export
 from components.deploy.merge import compare, run_merge
-from components.serving.onnx_runtime import OnnxCausalLM
+from components.bundle.onnx_decoder import OnnxCausalLM
 from components.methods import NAMES as METHOD_NAMES
 from components.training.train import run_train
 
@@ -54,14 +55,14 @@ def test_corrupt_bundle_is_refused(exported, tmp_path):
     shutil.copytree(p.paths.bundle, copy)
     with open(copy / "generation_config.json", "a") as f:
         f.write(" ")
-    with pytest.raises(ExportCheckFailed, match="generation_config.json is missing or corrupt"):
+    with pytest.raises(BundleCheckFailed, match="generation_config.json is missing or corrupt"):
         verify_checksums(copy)
 
 
 def test_a_bundle_holding_unlisted_files_is_refused(exported, tmp_path):
     """A file slipped into a bundle (say a model that never passed a gate) is not in checksums.sha256: the bundle is
     refused before anything in it is loaded."""
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
 
     p, _, _ = exported
     copy = tmp_path / "bundle"
@@ -69,12 +70,12 @@ def test_a_bundle_holding_unlisted_files_is_refused(exported, tmp_path):
     verify_checksums(copy)
     (copy / "extra").mkdir()
     shutil.copy(copy / "model.onnx", copy / "extra" / "model.onnx")
-    with pytest.raises(ExportCheckFailed, match="extra/model.onnx not listed in checksums.sha256"):
+    with pytest.raises(BundleCheckFailed, match="extra/model.onnx not listed in checksums.sha256"):
         Bundle(copy)
 
 
 def test_auto_variant_prefers_int8(tmp_path):
-    from components.serving.bundle import variant_file
+    from components.bundle.format import variant_file
 
     for name in ("model.onnx", "model.int8.onnx", "model.int4.onnx"):
         (tmp_path / name).write_bytes(b"x")
@@ -124,7 +125,7 @@ def test_batched_onnx_decoding_equals_one_at_a_time(exported):
 
 
 def test_int8_variant_ships_when_its_gate_passes(exported):
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
 
     p, _, parity = exported
     v = parity["variants"]["int8"]
@@ -163,7 +164,7 @@ def test_each_method_answers_through_generate_and_serve(exported, tmp_path, meth
     `peftpipe generate` and the server answer from alike."""
     from fastapi.testclient import TestClient
 
-    from components.serving.bundle import Bundle
+    from components.bundle.loader import Bundle
     from components.serving.serve import create_app
     from peftpipe.cli import main
 

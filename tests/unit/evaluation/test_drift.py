@@ -5,8 +5,8 @@ task gates pass needs a real model: tests/e2e/test_embedded_e2e.py; a random tin
 
 import pytest
 
-from components.core.config import GatesConfig
-from components.data.readers import DataError
+from components.config.params import GatesConfig
+from components.data.records import DataError
 from components.evaluation import drift
 from components.evaluation.gates import check_gates, drift_gate
 

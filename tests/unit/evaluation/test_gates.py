@@ -3,7 +3,7 @@ import json
 import pytest
 
 from components.evaluation.gates import GateFailed, check_gates, run_gate
-from components.core.config import GatesConfig
+from components.config.params import GatesConfig
 
 GOOD = {"rouge-l": 70.0, "bleu-4": 60.0, "exact_match": 60.0, "empty_rate": 0.0, "repeated_ngram_rate": 0.0,
         "length_ratio": 1.0, "samples": 60}
@@ -104,7 +104,7 @@ def _wrong_fact(answer: str, capitals: list[str], symbols: list[str]) -> str:
 def test_template_kept_with_wrong_facts_fails_the_default_gates_on_the_embedded_data():
     """The embedded test split answered in the right words with the wrong facts: ROUGE-L stays high (it judges
     wording), exact match collapses, and the default gates fail; the right answers pass them."""
-    from components.core.config import PrepareConfig
+    from components.config.params import PrepareConfig
     from components.data.datagen import generate_rows
     from components.data.facts import countries, elements
     from components.data.prepare import split_rows

@@ -147,7 +147,7 @@ def test_icl_draws_fixed_shots_and_puts_them_in_prompts(setup):
 
 
 def project_params(setup):
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     proj, sets, _ = setup
     return load_params(proj / "params.yaml", sets)

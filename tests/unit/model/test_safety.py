@@ -7,7 +7,7 @@ import pytest
 from components.model.base_model import ModelSourceError, materialise
 from flows.run import run_lock
 from peftpipe import cli
-from components.core.config import ModelConfig
+from components.config.params import ModelConfig
 
 
 def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir, tmp_path):
@@ -63,7 +63,7 @@ def test_paths_outside_the_project_are_refused(tmp_path, monkeypatch, capsys, ov
 
 
 def test_a_symlink_out_of_the_project_is_refused(tmp_path):
-    from components.core.config import ConfigError, check_confined, load_params
+    from components.config.params import ConfigError, check_confined, load_params
 
     (tmp_path / "proj").mkdir()
     (tmp_path / "outside.jsonl").write_text("{}\n")

@@ -91,7 +91,7 @@ def test_watcher_does_not_run_for_data_the_last_run_already_used(tmp_path):
     import hashlib
 
     from flows.releasing import data_changed, watch
-    from components.core.config import load_params
+    from components.config.params import load_params
 
     root = watch_project(tmp_path)
     md5 = hashlib.md5((root / "d.jsonl").read_bytes()).hexdigest()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from components.serving.bundle import Bundle
+from components.bundle.loader import Bundle
 from components.serving.serve import ServeLimits, create_app
 from conftest import free_port
 

@@ -23,7 +23,7 @@ from components.training.train import batch_schedule
 from components.data.validate import run_validate
 from conftest import crash_training_at, tiny_params
 from peftpipe.cli import main
-from components.core.config import params_dict
+from components.config.params import params_dict
 
 BIN = Path(sys.executable).parent
 # LoRA without dropout: the same global batch gives the same gradient however it is split over ranks

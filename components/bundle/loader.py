@@ -10,29 +10,17 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from components.core.layout import GENERATION_CONFIG, MODEL_CARD_JSON, MODEL_ONNX, TEXT_METRICS
-
-
-def variant_file(folder: Path, variant: str) -> tuple[str, str]:
-    """(variant, ONNX file): 'auto' takes a quantized variant when the bundle ships one (it passed its gate)."""
-    from components.deploy.quantize import VARIANTS
-
-    if variant == "auto":
-        variant = next((v for v, f in VARIANTS.items() if (folder / f).exists()), "fp32")
-    name = MODEL_ONNX if variant == "fp32" else VARIANTS.get(variant)
-    if name is None or not (folder / name).exists():
-        raise FileNotFoundError(f"{folder}: no {variant} model in this bundle (it was not exported or failed its gate)")
-    return variant, name
+from components.bundle.format import variant_file, verify_checksums
+from components.core.layout import GENERATION_CONFIG, MODEL_CARD_JSON, TEXT_METRICS
 
 
 class Bundle:
     def __init__(self, folder: str | Path, threads: int = 0, variant: str = "auto"):
         from transformers import AutoTokenizer
 
-        from components.data.chat import special_tokens
-        from components.deploy.export import verify_checksums
+        from components.prompts.chat import special_tokens
         from components.methods.icl import read_shots
-        from components.serving.onnx_runtime import OnnxCausalLM
+        from components.bundle.onnx_decoder import OnnxCausalLM
 
         self.folder = Path(folder)
         if not self.folder.is_dir():

@@ -10,7 +10,7 @@ import numpy as np
 from components.data.prepare import encode_example, in_test_split
 from components.data.validate import normalise_question, validate_file
 from components.core.atomic import atomic_write_json
-from components.core.config import Params
+from components.config.params import Params
 
 
 def histogram(values: list[int], bins: int = 8) -> list[dict]:

@@ -34,7 +34,7 @@ class Bundle:
         self.variant, model_file = variant_file(self.folder, variant)
         self.lm = OnnxCausalLM(self.folder, threads, model_file=model_file)
         self.shots = read_shots(self.folder) or []  # an ICL bundle's examples go before the question
-        self.eos = self.gen["eos_token_id"]
+        self.eos = self.gen.get("stop_token_ids") or self.gen["eos_token_id"]  # end of turn and every EOS
 
     def prompt_ids(self, question: str) -> list[int]:
         from components.methods.icl import prompt_ids

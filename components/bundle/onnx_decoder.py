@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from components.core.layout import MODEL_ONNX, PREFIX_FILE
+from components.prompts.chat import stop_set
 
 
 def providers(ort, model_file: str) -> list[str]:
@@ -65,21 +66,23 @@ class OnnxCausalLM:
         logits, *present = self.session.run(None, feed)
         return logits[0, -1], present
 
-    def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None,
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | list[int] | None,
                pick: Callable[[np.ndarray], int] | None = None) -> Iterator[int]:
-        """Yield tokens one at a time, stopping at EOS: greedy, or drawn by `pick` (components.serving.sampling)."""
+        """Yield tokens one at a time, stopping at a stop id (end of turn or EOS; one id or a list): greedy, or
+        drawn by `pick` (components.serving.sampling)."""
+        stops = stop_set(eos_token_id)
         past, ids = self._empty_past(), list(prompt_ids)
         offset = past[0].shape[2]  # positions continue after a prefix
         for _ in range(max_new_tokens):
             logits, past = self.step(ids, past, offset)
             offset += len(ids)
             tok = int(np.argmax(logits)) if pick is None else pick(logits)
-            if tok == eos_token_id:
+            if tok in stops:
                 return
             yield tok
             ids = [tok]
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | None,
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int | list[int] | None,
                  on_token: Callable[[int], None] | None = None) -> list[int]:
         out = []
         for tok in self.stream(prompt_ids, max_new_tokens, eos_token_id):
@@ -88,9 +91,10 @@ class OnnxCausalLM:
                 on_token(tok)
         return out
 
-    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None,
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | list[int] | None,
                        stop_at_eos: bool = True) -> list[list[int]]:
         """Greedy decoding of several prompts at once: left padding, masked, positions per row."""
+        stops = stop_set(eos_token_id)
         n, width = len(prompts), max(map(len, prompts))
         ids = np.zeros((n, width), np.int64)
         mask = np.zeros((n, width), np.int64)
@@ -116,7 +120,7 @@ class OnnxCausalLM:
             for r in range(n):
                 if done[r]:
                     continue
-                if stop_at_eos and tok[r] == eos_token_id:
+                if stop_at_eos and int(tok[r]) in stops:
                     done[r] = True
                 else:
                     out[r].append(int(tok[r]))

@@ -79,6 +79,15 @@ class PrepareConfig(Section):
     max_length_cap: int = Field(1024, ge=8, description="the most tokens max_length: auto may take")
     system_prompt: str | None = Field("Answer the question.", description="the system turn of every prompt (neutral "
                                       "by default; one that describes the data's answers helps the base model too)")
+    chat_template: str = Field("auto", description="auto (the model's own; plain for a model without one), a "
+                               "named template (plain, chatml) over the model's own, or a path to a .jinja file")
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        from components.prompts.templates import check_choice
+
+        return check_choice(v)
 
     @field_validator("max_length")
     @classmethod

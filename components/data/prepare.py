@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.prompts.chat import IGNORE_INDEX, control_token_in, encode_conversation, render, special_tokens, with_system
+from components.prompts.chat import (IGNORE_INDEX, adds_bos, control_token_in, encode_conversation, encode_text,
+                                     end_of_turn, render, special_tokens, stop_ids, with_system)
+from components.prompts.templates import PROMPT_TOKENIZER
+from components.prompts.templates import apply as apply_template
 from components.data.records import DataError
 from components.data.validate import normalise_question, question_id
 from components.core.atomic import atomic_dir, atomic_write_json
@@ -69,9 +72,10 @@ def test_record(tokenizer, row: dict, cfg: PrepareConfig) -> dict:
     """An evaluation sample: the conversation up to its last user turn as the prompt; every reference kept."""
     messages = _plain(conversation(row)[:-1])
     prompt = render(tokenizer, with_system(messages, cfg.system_prompt), add_generation_prompt=True)
+    ids = encode_text(tokenizer, prompt)
     return {"id": row.get("id") or question_id(row["question"]), "question": row["question"], "answer": row["answer"],
             "answers": row.get("answers") or [row["answer"]], "prompt": prompt, "messages": messages,
-            "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
+            "prompt_ids": ids}
 
 
 def refuse_control_tokens(validated_dir: Path, splits: dict[str, list[dict]], tokens: list[str]) -> None:
@@ -99,6 +103,8 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
 
     validated_dir = Path(validated_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    template_why = apply_template(tokenizer, cfg.chat_template)
+    eot_text, _ = end_of_turn(tokenizer)
     rows = read_jsonl(validated_dir / "train.jsonl")
     held_out = read_jsonl(validated_dir / "test.jsonl") if (validated_dir / "test.jsonl").exists() else None
     refuse_control_tokens(validated_dir, {"train": rows, "test": held_out or []}, special_tokens(tokenizer))
@@ -123,6 +129,8 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
         "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
         "train_length": _length_stats([e["full_length"] for e in enc]),
         "max_length": limit, "max_length_setting": cfg.max_length,
+        "prompt": {"chat_template": template_why, "bos": adds_bos(tokenizer), "end_of_turn": eot_text,
+                   "stop_ids": stop_ids(tokenizer)},
         # what training is made from, by content: a checkpoint resumes only on the same token ids and labels
         "content_sha256": hashlib.sha256(json.dumps([[r["input_ids"], r["labels"]] for r in train_records])
                                          .encode()).hexdigest(),
@@ -131,6 +139,7 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     with atomic_dir(out_dir) as tmp:
         ds.save_to_disk(str(tmp / "dataset"))
         atomic_write_json(tmp / "stats.json", stats)
+        tokenizer.save_pretrained(tmp / PROMPT_TOKENIZER)  # every later stage and the bundle render with it
     how = f"auto: the 99th percentile, cap {cfg.max_length_cap}" if cfg.max_length == "auto" else "prepare.max_length"
     print(f"prepare: rows cut at {limit} tokens ({how}); {stats['truncated']} of {len(enc)} train rows truncated "
           f"({stats['truncation_rate']:.1%}); longest {stats['train_length']['max']}" +

@@ -60,7 +60,7 @@ def with_shots(messages: list[dict], shots: list[list[dict]], system_prompt: str
 
 
 def prompt_ids(tokenizer, messages: list[dict], shots: list[list[dict]], system_prompt: str | None) -> list[int]:
-    from components.prompts.chat import render
+    """The prompt's token ids with the examples before the conversation (BOS and template as everywhere)."""
+    from components.prompts.chat import prompt_ids as chat_prompt_ids
 
-    text = render(tokenizer, with_shots(messages, shots, system_prompt), add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return chat_prompt_ids(tokenizer, with_shots(messages, shots, system_prompt))

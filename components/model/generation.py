@@ -7,7 +7,8 @@ import time
 
 def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 16,
                     progress: bool = True, desc: str = "generate", prefix: dict | None = None) -> tuple[list[list[int]], dict]:
-    """Greedy continuations (token ids, EOS stripped) and speed stats. Similar lengths are batched together.
+    """Greedy continuations (token ids, cut at the first stop id: end of turn or any EOS) and speed stats. Similar
+    lengths are batched together.
 
     `prefix` (components/model/kv_prefix.py) is a prompt method's key/value prefix: it becomes the initial
     cache, with positions continuing after it, exactly as in the PEFT model's forward pass.
@@ -16,9 +17,11 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
+    from components.prompts.chat import stop_ids
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = tokenizer.eos_token_id
-    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos)
+    stops = stop_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=stops)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     out: list[list[int]] = [[] for _ in prompt_ids]
     new_tokens = 0
@@ -47,8 +50,9 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
                                  generation_config=gen_cfg, **extra)
         for r, i in enumerate(idx):
             toks = gen[r, start:].tolist()
-            if eos in toks:
-                toks = toks[: toks.index(eos)]
+            cut = next((k for k, t in enumerate(toks) if t in stops), None)
+            if cut is not None:
+                toks = toks[:cut]
             out[i] = toks
             new_tokens += len(toks)
     wall = time.perf_counter() - t0

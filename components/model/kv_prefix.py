@@ -56,9 +56,13 @@ def forward(model, ids: list[int], prefix: dict):
     return out.logits[0], out.past_key_values
 
 
-def greedy(model, prompt_ids: list[int], prefix: dict, max_new_tokens: int, eos_token_id: int | None) -> list[int]:
-    """Greedy decoding with the prefix as the initial cache (batch 1)."""
+def greedy(model, prompt_ids: list[int], prefix: dict, max_new_tokens: int, eos_token_id: int | list[int] | None) -> list[int]:
+    """Greedy decoding with the prefix as the initial cache (batch 1), stopping at any stop id."""
     import torch
+
+    from components.prompts.chat import stop_set
+
+    stops = stop_set(eos_token_id)
 
     n, cache, out = prefix_length(prefix), as_cache(prefix, model.config), []
     ids, offset = list(prompt_ids), 0
@@ -70,7 +74,7 @@ def greedy(model, prompt_ids: list[int], prefix: dict, max_new_tokens: int, eos_
                         past_key_values=cache, use_cache=True)
             cache, offset = res.past_key_values, offset + len(ids)
             tok = int(res.logits[0, -1].argmax())
-            if tok == eos_token_id:
+            if tok in stops:
                 break
             out.append(tok)
             ids = [tok]

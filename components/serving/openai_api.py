@@ -208,7 +208,9 @@ def add_routes(app, serving: dict, limits, slots, authorised, model_id: str) -> 
         bundle = serving["bundle"]
         checked(bundle, req)
         refuse_control_tokens(bundle, {"prompt": req.prompt})
-        ids = bundle.tokenizer(req.prompt, add_special_tokens=False)["input_ids"]
+        from components.prompts.chat import encode_text
+
+        ids = encode_text(bundle.tokenizer, req.prompt)  # raw text: BOS where the model's tokenizer adds it
         too_long(ids)
         return respond(req, ids, bundle, chat=False)
 

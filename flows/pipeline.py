@@ -113,7 +113,7 @@ def build_flow():
         from flows.report import markdown_report
 
         create_markdown_artifact(key="peftpipe-report", markdown=markdown_report(rootp, results),
-                                 description="metrics and gate verdicts")
+                                 description="metrics and every verdict")
         return results
 
     return pipeline

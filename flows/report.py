@@ -1,4 +1,10 @@
-"""The end-of-run summary: base vs fine-tuned metrics, gate verdicts, bundle, stage timings."""
+"""The end-of-run summary: base vs fine-tuned metrics, every verdict of the run (one table), bundle, stage timings.
+
+The verdicts come from several files, since a stage cannot rewrite an earlier stage's DVC output: the gate
+report (training health, metric gates), metrics/merge.json (merge parity), metrics/export.json (export parity,
+the quantization check of each variant) and metrics/promotion.json (the last promotion check). A merge or export
+that failed its check wrote its report beside its output instead (`<out>_report.json`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import json
 from pathlib import Path
 
 from components.core.layout import REPORT_METRICS
+from components.core.verdict import CHECKS, STOPS_THE_RUN, word
+
+STAGE_REPORTS = ("merge", "export")  # the stages after the gate whose verdicts are in their own metrics files
 
 
 def _read(path: Path) -> dict | None:
@@ -15,18 +24,59 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
 def collect(root: str | Path = ".") -> dict:
     m = Path(root) / "metrics"
     data = {name: _read(m / f"{name}.json") for name in
-            ("validate", "prepare", "train", "evaluate_base", "evaluate", "gate", "merge", "export")}
+            ("validate", "prepare", "train", "evaluate_base", "evaluate", "gate", "merge", "export", "promotion")}
     try:  # the gate stage writes its report even when it fails (its metrics file only on success)
         from components.config.params import load_params
 
-        report = _read(Path(root) / load_params(Path(root) / "params.yaml").paths.gate / "gates.json")
+        params = load_params(Path(root) / "params.yaml")
+        report = _read(Path(root) / params.paths.gate / "gates.json")
         data["gate"] = report or data["gate"]
+        for stage, out in zip(STAGE_REPORTS, (params.paths.merged, params.paths.bundle)):
+            failed = Path(root) / (str(out) + "_report.json")  # a failed check's report, when newer than the metrics
+            if _mtime(failed) > _mtime(m / f"{stage}.json"):
+                data[f"{stage}_failed"] = _read(failed)
     except Exception:
         pass
     return data
+
+
+def _row(v: dict) -> dict:
+    """A verdict in the common shape (a gate report written before `check` and `reason` existed is read too)."""
+    check = v.get("check") or ("training_health" if v.get("gate") == "training_health" else "metric")
+    reason = v.get("reason") or v.get("line", "").split(": ", 1)[-1]
+    return {**v, "check": check, "reason": reason, "enforced": v.get("enforced") or CHECKS[check], "verdict": word(v)}
+
+
+def verdicts(data: dict) -> list[dict]:
+    """Every verdict of the last run in pipeline order (gate, merge, export), then the last promotion check's.
+    A stage's verdicts are left out when an earlier check stopped the run (they would be an older run's)."""
+    out = [_row(v) for v in (data.get("gate") or {}).get("gates", [])]
+    stopped = any(not v["passed"] for v in out)
+    for stage in STAGE_REPORTS:
+        if stopped:
+            break
+        rows = [_row(v) for v in (data.get(f"{stage}_failed") or data.get(stage) or {}).get("verdicts", [])]
+        out += rows
+        stopped = any(not v["passed"] and v["enforced"] == STOPS_THE_RUN for v in rows)
+    return out + [_row(v) for v in (data.get("promotion") or {}).get("verdicts", [])]
+
+
+def promotion_line(data: dict) -> str | None:
+    p = data.get("promotion")
+    if not p:
+        return None
+    return (f"promotion check: {p['name']} {p['version']} to {p['stage']} "
+            f"({'allowed' if p['passed'] else 'refused'}; {p.get('checked', '')})")
 
 
 def metric_rows(data: dict) -> list[tuple[str, str, str, str]]:
@@ -52,8 +102,16 @@ def markdown_report(root: str | Path, stages: list[dict] | None = None) -> str:
     data = collect(root)
     lines = ["# peftpipe run", "", "| metric | base | fine-tuned | delta |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in metric_rows(data)]
-    lines += ["", "## Gates", ""]
-    lines += [f"- {g['line']}" for g in (data.get("gate") or {}).get("gates", [])] or ["- not evaluated"]
+    rows = verdicts(data)
+    lines += ["", "## Verdicts", ""]
+    if rows:
+        lines += ["| check | gate | verdict | value | threshold | reason |", "|---|---|---|---|---|---|"]
+        lines += [f"| {v['check']} | {v['gate']} | {v['verdict']} | {_fmt(v['value'])} | {_fmt(v['threshold'])} | "
+                  f"{v['reason'].replace('|', chr(92) + '|')} |" for v in rows]
+        lines += ["", *[f"- {v['line']}" for v in rows]]
+        lines += [f"- {promotion_line(data)}"] if promotion_line(data) else []
+    else:
+        lines += ["- not evaluated"]
     from components.evaluation.diagnosis import diagnosis_markdown
 
     lines += ["", *diagnosis_markdown((data.get("gate") or {}).get("diagnosis"))]
@@ -75,29 +133,30 @@ def _fmt(x) -> str:
 
 
 def print_summary(root: str | Path = ".", stages: list[dict] | None = None, total_s: float | None = None) -> None:
+    import sys
+
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     root = Path(root)
     data = collect(root)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # piped (CI logs): the reasons on one line
     t = Table(title="base vs fine-tuned (test split)")
     for col in ("metric", "base", "fine-tuned", "delta"):
         t.add_column(col, justify="right" if col != "metric" else "left")
     for row in metric_rows(data):
         t.add_row(*row)
     console.print(t)
-    gates = (data.get("gate") or {}).get("gates", [])
-    g = Table(title="gates")
-    g.add_column("gate")
-    g.add_column("value", justify="right")
-    g.add_column("threshold", justify="right")
-    g.add_column("verdict")
-    for v in gates:
-        verdict = v["line"].split(" ", 1)[0]
-        color = {"PASS": "green", "FAIL": "red"}.get(verdict, "yellow")
-        g.add_row(v["gate"], _fmt(v["value"]), _fmt(v["threshold"]), f"[{color}]{verdict}")
-    if gates:
+    rows = verdicts(data)
+    g = Table(title="verdicts", caption=promotion_line(data))
+    for col in ("check", "gate", "verdict", "value", "threshold", "reason"):
+        g.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for v in rows:
+        color = {"PASS": "green", "FAIL": "red"}.get(v["verdict"], "yellow")
+        g.add_row(v["check"], escape(v["gate"]), f"[{color}]{v['verdict']}", escape(_fmt(v["value"])),
+                  escape(_fmt(v["threshold"])), escape(v["reason"]))
+    if rows:
         console.print(g)
     diagnosis = (data.get("gate") or {}).get("diagnosis")
     if diagnosis:

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("components", "flows", "peftpipe")  # lowest first
 # the folders of components/, lowest first: a folder imports only folders before it (stages.py is the top)
-FOLDERS = ("core", "prompts", "methods", "config", "data", "model", "training", "evaluation", "inspect", "bundle",
+FOLDERS = ("core", "prompts", "methods", "config", "data", "model", "training", "evaluation", "bundle", "inspect",
            "deploy", "release", "serving", "stages")
 MAX_LINES = 400
 

@@ -19,6 +19,7 @@ from components.core.layout import (CHECKSUMS, GATE_METRICS, GENERATION_CONFIG, 
                                     MODEL_ONNX)
 from components.config.params import Params, params_dict
 from components.core.runtime import set_seed, set_threads
+from components.core.verdict import verdict
 from components.methods import route, shipped_files
 
 CARD_PARAMS = ("seed", "model", "data", "prepare", "train", "evaluate", "export")  # the export stage's params in dvc.yaml
@@ -149,6 +150,14 @@ Files are listed with their SHA-256 in `{CHECKSUMS}`; `peftpipe generate` verifi
 """
 
 
+def parity_verdict(parity: dict) -> dict:
+    """The export-parity verdict: ONNX Runtime's greedy tokens equal PyTorch's on every parity prompt."""
+    bad = parity["mismatches"]
+    return verdict("export_parity", "export_parity", parity["greedy_tokens_equal"], len(bad), 0,
+                   f"ONNX greedy tokens equal PyTorch's on {parity['prompts'] - len(bad)} of {parity['prompts']} prompts"
+                   + (f" (differ on prompts {bad})" if bad else ""))
+
+
 def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, shots, threads: int) -> dict:
     """Each variant in export.quantize, written beside model.onnx and kept only if its ROUGE-L gate passes."""
     if not params.export.quantize:
@@ -178,6 +187,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
     from components.model.base_model import load_base
     from components.evaluation.evaluate import prompts_for
     from components.methods.icl import read_shots
+    from components.deploy.quantize import quantization_verdict
 
     threads = set_threads(params.train.threads)
     set_seed(params.seed)
@@ -214,9 +224,12 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
                   "torch_tokens_per_s": round(sum(map(len, torch_tokens)) / torch_s, 2) if torch_s else None,
                   "export_s": round(export_s, 1), "kv_prefix_tokens": kv_prefix.prefix_length(prefix) if prefix else 0,
                   "icl_shots": len(shots) if shots else 0}
-        if not parity["greedy_tokens_equal"]:
+        parity["verdicts"] = [parity_verdict(parity)]
+        if not parity["greedy_tokens_equal"]:  # the verdicts beside the (unwritten) bundle, as the merge stage does
+            atomic_write_json(Path(str(out_dir) + "_report.json"), parity)
             raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
         parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads)
+        parity["verdicts"] += [quantization_verdict(v, r) for v, r in parity["variants"].items()]
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / GENERATION_CONFIG, {
             "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,

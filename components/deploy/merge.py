@@ -13,6 +13,7 @@ from components.methods import get_method, mergeable, route
 from components.core.atomic import atomic_dir, atomic_write_json
 from components.config.params import Params
 from components.core.runtime import set_seed, set_threads
+from components.core.verdict import verdict
 
 
 class MergeCheckFailed(UserError, RuntimeError):
@@ -34,6 +35,17 @@ def compare(before: list, after: list, rtol: float, atol: float) -> dict:
     tol = atol + rtol * scale
     return {"max_abs_logit_diff": max_diff, "max_abs_logit": scale, "tolerance": tol,
             "argmax_equal": argmax_equal, "within_tolerance": max_diff <= tol}
+
+
+def merge_verdict(report: dict) -> dict:
+    """The merge-parity verdict of a merge report: logits within tolerance and the same greedy tokens, or
+    nothing to compare (a method that ships unchanged weights or its in-context examples)."""
+    if "max_abs_logit_diff" not in report:
+        return verdict("merge_parity", "merge_parity", report["passed"], None, None, report["route"], skipped=True)
+    return verdict("merge_parity", "merge_parity", report["passed"], report["max_abs_logit_diff"], report["tolerance"],
+                   f"max |logit diff| {report['max_abs_logit_diff']:.3g} vs tolerance {report['tolerance']:.3g}; "
+                   f"greedy tokens equal: {report['greedy_tokens_equal']}; argmax equal: {report['argmax_equal']} "
+                   f"({report['route']})")
 
 
 def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, train_dir: str | Path,
@@ -83,6 +95,7 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
         report.update({"passed": True, "route": "not mergeable: no weights change; the in-context examples ship with the model"})
     else:
         report.update({"passed": True, "route": f"nothing to merge: {name} trains the model's own weights"})
+    report["verdicts"] = [merge_verdict(report)]
     if not report["passed"]:
         atomic_write_json(Path(str(out_dir) + "_report.json"), report)
         raise MergeCheckFailed(

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from components.bundle.format import BITS, VARIANTS
+from components.core.verdict import verdict
 
 
 def quantize(src: Path, dst: Path, variant: str, block_size: int = 32) -> None:
@@ -37,6 +38,14 @@ def answers(lm, prompts: list[list[int]], max_new_tokens: int, eos: int | None) 
     out = [lm.generate(p, max_new_tokens, eos) for p in prompts]
     dt = time.perf_counter() - t0
     return out, round(sum(map(len, out)) / dt, 2) if dt else 0.0
+
+
+def quantization_verdict(variant: str, report: dict) -> dict:
+    """The quantization check's verdict on one variant, from check_variant's report."""
+    return verdict("quantization", variant, report["passed"], report["rouge-l_delta"], -report["max_drop"],
+                   f"ROUGE-L {report['rouge-l']:.2f} vs fp32 {report['rouge-l_fp32']:.2f} on {report['samples']} "
+                   f"questions ({report['rouge-l_delta']:+.2f}; allowed drop {report['max_drop']:g}): "
+                   f"{'shipped' if report['passed'] else 'not shipped'} as {report['file']}")
 
 
 def check_variant(folder: Path, variant: str, prompts: list[list[int]], references: list[str], tokenizer,

@@ -1,4 +1,4 @@
-"""Quality gates: thresholds from params.yaml, each with a verdict line.
+"""Quality gates: thresholds from params.yaml, each with a verdict (components/core/verdict.py's shape).
 
 Gates: training health; metric floors; gains over the base model with paired bootstrap 95%
 intervals; no regression against the promoted model; degeneration of the generated answers.
@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from components.core.errors import UserError
-from components.core.layout import PER_SAMPLE_METRICS, REGRESSION_METRICS
+from components.core.verdict import verdict
 
 from components.evaluation.diagnosis import diagnose, diagnosis_markdown
 from components.evaluation.evaluate import read_predictions
-from components.evaluation.quality import paired_bootstrap
+from components.evaluation.regression import paired, paired_regression
 from components.core.atomic import atomic_write_json, atomic_write_text
 from components.config.params import GatesConfig
 
@@ -28,18 +28,16 @@ class GateFailed(UserError, RuntimeError):
 
 
 def _verdict(name: str, passed: bool, value: float | None, threshold, text: str, **extra) -> dict:
-    word = "PASS" if passed else "FAIL"
-    if extra.get("skipped"):
-        word = "SKIP"
-    return {"gate": name, "passed": passed, "value": value, "threshold": threshold, "line": f"{word} {name}: {text}", **extra}
+    """A metric gate's verdict."""
+    return verdict("metric", name, passed, value, threshold, text, **extra)
 
 
-def _paired(a: dict[str, dict], b: dict[str, dict], metric: str, samples: int) -> dict | None:
-    """Paired bootstrap of a - b on the questions (stable ids) both were scored on; None when none are shared."""
-    ids = sorted(set(a) & set(b))
-    if not ids or metric not in PER_SAMPLE_METRICS:
-        return None
-    return paired_bootstrap([a[i]["scores"][metric] for i in ids], [b[i]["scores"][metric] for i in ids], samples)
+def health_verdict(health: dict) -> dict:
+    """The training-health verdict from what the train stage recorded ({ok} or {ok, reason, step, value, best_step})."""
+    ok = health.get("ok", True)
+    text = "training finished with finite, stable loss" if ok else (
+        f"{health['reason']} at step {health['step']} (loss {health['value']:.4g}); kept the best step {health.get('best_step')}")
+    return verdict("training_health", "training_health", ok, health.get("value"), "finite, no spike", text)
 
 
 def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None = None,
@@ -47,10 +45,7 @@ def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None =
     """Every gate's verdict. Rows are per-sample predictions keyed by question id (for the paired intervals)."""
     v = []
     if health is not None:
-        ok = health.get("ok", True)
-        text = "training finished with finite, stable loss" if ok else (
-            f"{health['reason']} at step {health['step']} (loss {health['value']:.4g}); kept the best step {health.get('best_step')}")
-        v.append(_verdict("training_health", ok, health.get("value"), "finite, no spike", text))
+        v.append(health_verdict(health))
     n = int(tuned.get("samples", len(tuned_rows or {})))
     v.append(_verdict("min_samples", n >= cfg.min_samples, n, cfg.min_samples,
                       f"{n} scored test questions (needs >= {cfg.min_samples}; fewer prove nothing)"))
@@ -59,7 +54,7 @@ def check_gates(tuned: dict, base: dict, cfg: GatesConfig, health: dict | None =
         v.append(_verdict(f"min_{metric}", value >= floor, round(value, 4), floor, f"{metric} = {value:.2f} (needs >= {floor:g})"))
     for metric, need in cfg.min_gain.items():
         gain = tuned[metric] - base[metric]
-        ci = _paired(tuned_rows, base_rows, metric, cfg.bootstrap_samples) if tuned_rows and base_rows else None
+        ci = paired(tuned_rows, base_rows, metric, cfg.bootstrap_samples) if tuned_rows and base_rows else None
         ok = gain >= need
         text = f"{metric} gain over base = {gain:+.2f} (needs >= {need:g})"
         if ci:
@@ -99,14 +94,14 @@ def no_regression(tuned_rows: dict, promoted_rows: dict | None, cfg: GatesConfig
     if not promoted_rows:
         return [_verdict("no_regression", True, None, -cfg.max_regression, "no promoted model to compare with", skipped=True)]
     out = []
-    for metric in REGRESSION_METRICS:
-        ci = _paired(tuned_rows, promoted_rows, metric, cfg.bootstrap_samples)
-        if ci is None:
+    for metric, r in paired_regression(tuned_rows, promoted_rows, cfg.max_regression, cfg.bootstrap_samples).items():
+        if r is None:
             out.append(_verdict(f"no_regression_{metric}", True, None, -cfg.max_regression,
                                 "the promoted model was scored on other questions: no shared question to compare",
                                 skipped=True))
             continue
-        out.append(_verdict(f"no_regression_{metric}", ci["mean"] >= -cfg.max_regression, ci["mean"], -cfg.max_regression,
+        ci = r["interval"]
+        out.append(_verdict(f"no_regression_{metric}", r["passed"], ci["mean"], -cfg.max_regression,
                             f"{metric} vs promoted = {ci['mean']:+.2f} (needs >= {-cfg.max_regression:g}), "
                             f"95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}] on the {ci['n']} questions both answered",
                             interval=ci))

@@ -89,7 +89,7 @@ def tags(proj: Path) -> list[str]:
 
 
 def test_ci_main_script_registers_with_lineage_and_promotes_to_staging(project, tmp_path):
-    from components.release.registry import params_hash
+    from components.release.lineage import params_hash
     from components.config.params import load_params
 
     proj, _ = project
@@ -165,7 +165,7 @@ def test_promotion_is_gated_rollback_restores_and_the_server_follows_production(
 
     import gto.api
 
-    from components.release.registry import _ensure_identity
+    from components.release.vcs import ensure_identity as _ensure_identity
 
     proj, _ = project
     _ensure_identity(proj)  # tags made here need an author on machines without a git identity
@@ -228,7 +228,8 @@ def test_kill_during_promotion_leaves_a_complete_production(project):
     import random
 
     from components.bundle.format import verify_checksums
-    from components.release.registry import deployment_dir, materialise
+    from components.release.deployments import deployment_dir
+    from components.release.registry import materialise
 
     proj, _ = project
     rng = random.Random()

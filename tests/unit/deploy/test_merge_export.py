@@ -11,11 +11,32 @@ from components.bundle.onnx_decoder import OnnxCausalLM
 from components.methods import NAMES as METHOD_NAMES
 from components.training.train import run_train
 
+VERDICT_KEYS = {"gate", "check", "passed", "skipped", "value", "threshold", "reason", "enforced", "line"}  # the common shape
+
 
 def test_merge_is_checked(exported):
     _, report, _ = exported
     assert report["passed"] and report["greedy_tokens_equal"] and report["argmax_equal"]
     assert report["max_abs_logit_diff"] <= report["tolerance"]
+    [v] = report["verdicts"]
+    assert set(v) == VERDICT_KEYS and v["check"] == "merge_parity" and v["passed"] and v["value"] == report["max_abs_logit_diff"]
+
+
+def test_a_failing_merge_parity_stops_the_merge_with_a_verdict(exported, tmp_path, monkeypatch):
+    """The merged logits judged out of tolerance: nothing is written but the report beside the output, whose
+    verdict has the common shape and says what stopped the run."""
+    from components.deploy import merge as merge_mod
+    from components.deploy.merge import MergeCheckFailed
+
+    p, _, _ = exported
+    real = merge_mod.compare
+    monkeypatch.setattr(merge_mod, "compare", lambda *a, **k: {**real(*a, **k), "within_tolerance": False})
+    with pytest.raises(MergeCheckFailed, match="merge check failed"):
+        run_merge(p, p.paths.base_model, p.paths.prepared, p.paths.train, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    [v] = json.loads((tmp_path / "merged_report.json").read_text())["verdicts"]
+    assert set(v) == VERDICT_KEYS and v["check"] == "merge_parity" and v["enforced"] == "stops the run"
+    assert not v["passed"] and v["line"].startswith("FAIL merge_parity: max |logit diff|")
 
 
 def test_compare_catches_a_bad_merge():
@@ -30,6 +51,9 @@ def test_onnx_matches_pytorch_and_bundle_is_complete(exported):
     p, _, parity = exported
     bundle = p.paths.bundle
     assert parity["greedy_tokens_equal"] and parity["prompts"] == p.export.parity_samples
+    assert [(v["check"], v["gate"], v["passed"]) for v in parity["verdicts"]] == [
+        ("export_parity", "export_parity", True), ("quantization", "int8", True), ("quantization", "int4", True)]
+    assert all(set(v) == VERDICT_KEYS for v in parity["verdicts"])
     card = json.loads(open(f"{bundle}/model_card.json").read())
     assert card["method"] == "lora" and card["data"]["md5"] and card["metrics"]["gates"]["passed"]
     verify_checksums(bundle)
@@ -143,7 +167,7 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     from transformers import AutoTokenizer
 
     from components.evaluation.evaluate import test_samples
-    from components.deploy.quantize import check_variant
+    from components.deploy.quantize import check_variant, quantization_verdict
 
     p, _, _ = exported
     folder = tmp_path / "b"
@@ -156,6 +180,9 @@ def test_int8_variant_failing_its_gate_is_removed(exported, tmp_path):
     report = check_variant(folder, "int8", [s["prompt_ids"] for s in samples], refs, tok, 8, 1.0, "en", fp32=perfect)
     assert report["rouge-l_fp32"] > 99 and report["rouge-l_delta"] < -1 and not report["passed"]
     assert not (folder / "model.int8.onnx").exists()
+    v = quantization_verdict("int8", report)
+    assert set(v) == VERDICT_KEYS and v["check"] == "quantization" and not v["passed"]
+    assert v["value"] == report["rouge-l_delta"] and v["enforced"] == "keeps the variant out of the bundle"
 
 
 @pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "lora"])  # lora: the `exported` fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.release.registry import check_promotion
+from components.release.policy import check_promotion
 from conftest import ROOT
 
 
@@ -131,7 +131,7 @@ def test_prefect_deployment_file_points_at_a_flow_that_skips_unchanged_data(tmp_
     assert flow.fn(root=str(root)) == {"skipped": True, "passed": None, "version": None, "promoted": None}
 
 
-WORKFLOWS = ROOT / "infra" / "ci"
+WORKFLOWS = ROOT / ".github" / "workflows"
 
 
 @pytest.mark.parametrize("name,script,event", [("pr.yml", "scripts/ci/pr.sh", "pull_request"),

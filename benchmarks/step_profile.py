@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from components.training import train as T
+    from components.training.batches import make_batch
+    from components.training.loss import lm_loss
 
     work = Path(args.workdir) / "step_profile"
     run = T.setup(p, Path(p.paths.base_model), Path(p.paths.prepared), work / "train", work / "ckpt")
@@ -59,10 +61,10 @@ def main(argv=None) -> int:
     steps, counted = [], {"batch_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0, "real_tokens": 0}
     for step in range(args.steps):
         t0 = time.perf_counter()
-        batch, real = T.make_batch([run.rows[i] for i in run.schedule[step]], run.tokenizer.pad_token_id, False,
-                                   args.max_length)
+        batch, real = make_batch([run.rows[i] for i in run.schedule[step]], run.tokenizer.pad_token_id, False,
+                                 args.max_length)
         t1 = time.perf_counter()
-        loss = T.lm_loss(model, batch, run.autocast)
+        loss = lm_loss(model, batch, run.autocast)
         float(loss.detach())
         t2 = time.perf_counter()
         loss.backward()
@@ -81,9 +83,9 @@ def main(argv=None) -> int:
         print(f"step {step + 1}/{args.steps} {tuple(batch['input_ids'].shape)} forward {t2 - t1:.2f}s "
               f"backward {t3 - t2:.2f}s optimizer {t4 - t3:.3f}s", flush=True)
     total = sum(v for k, v in counted.items() if k.endswith("_s"))
-    batch, _ = T.make_batch([run.rows[i] for i in run.schedule[WARMUP]], run.tokenizer.pad_token_id, False, args.max_length)
+    batch, _ = make_batch([run.rows[i] for i in run.schedule[WARMUP]], run.tokenizer.pad_token_id, False, args.max_length)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        T.lm_loss(model, batch, run.autocast).backward()
+        lm_loss(model, batch, run.autocast).backward()
     model.zero_grad(set_to_none=True)
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     prof_total = sum(e.self_cpu_time_total for e in ops)

@@ -99,7 +99,7 @@ def budget_steps(args, p) -> tuple[int, int]:
     """(steps, warmup steps) under train.batch_tokens that cover the rows of --steps x --batch-size rows, with the
     warmup the same fraction of the run; from the train stage's own schedule on the prepared rows."""
     from components.data.prepare import load_prepared
-    from components.training.train import batch_schedule
+    from components.training.schedule import batch_schedule
 
     lengths = load_prepared(p.paths.prepared)["train"]["length"]
     rows = args.steps * args.batch_size
@@ -165,11 +165,12 @@ def train_plain(p, args, work: Path):
 
 
 def run_ours(p, args, work: Path, arm: str) -> dict:
+    from components.training import loss as loss_mod
     from components.training import train as train_mod
     from components.model.trained import load_trained
 
     if arm == "all_logits":  # the model's own forward and loss: logits at every position
-        train_mod._decoder_and_head = lambda model: None
+        loss_mod.decoder_and_head = lambda model: None
     m = train_mod.run_train(p, p.paths.base_model, p.paths.prepared, work / "train", work / "ckpt")
     train_rss = peak_rss_mb()
     real = m["tokens_per_s"] * m["wall_s"]

@@ -16,9 +16,15 @@ METRICS_DIR = Path("metrics")
 
 
 def base_model(p: Params) -> dict:
-    from components.model.base_model import materialise
+    """Materialise the base model, then refuse (one line) what this family cannot do with these params."""
+    from transformers import AutoConfig
 
-    return materialise(p.model, p.paths.base_model)
+    from components.model.base_model import materialise
+    from components.model.capabilities import check_supported
+
+    info = materialise(p.model, p.paths.base_model)
+    info["notes"] = check_supported(AutoConfig.from_pretrained(p.paths.base_model), p)
+    return info
 
 
 def validate(p: Params) -> dict:

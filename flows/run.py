@@ -61,6 +61,7 @@ def run_pipeline_locked(overrides: list[str]) -> int:
     if overrides:
         write_overrides(PARAMS, overrides)  # as `dvc exp run -S` does: params.yaml is the record
     params = load_params(PARAMS)
+    refuse_unsupported(params)
     ensure_embedded_data(params.data.path)
     t0 = time.perf_counter()
     stages, failed = None, None
@@ -74,6 +75,18 @@ def run_pipeline_locked(overrides: list[str]) -> int:
         print(f"peftpipe: error: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def refuse_unsupported(params) -> None:
+    """What the model family cannot do with these params stops the run before any stage (the base_model stage
+    checks it too, when it materialises a model; this catches a change of the other params it depends on)."""
+    base = Path(params.paths.base_model)
+    if (base / "config.json").exists():
+        from transformers import AutoConfig
+
+        from components.model.capabilities import check_supported
+
+        check_supported(AutoConfig.from_pretrained(base), params)
 
 
 def ensure_embedded_data(path: str) -> None:

@@ -34,6 +34,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", [r["question"] + " " + r["answer"] for r in rows])
 
 
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random models of every family in tests/families.py (llama, qwen2, qwen3, mistral, gemma2, gemma3, phi3)."""
+    from families import FAMILIES, build_family
+
+    from components.data.datagen import generate_rows
+
+    texts = [r["question"] + " " + r["answer"] for r in generate_rows()]
+    root = tmp_path_factory.mktemp("families")
+    return {name: build_family(name, root / name, texts) for name in FAMILIES}
+
+
 def tiny_overrides(tmp: Path, tiny_model_dir: Path, extra: list[str] | None = None) -> list[str]:
     """`-S` overrides for fast runs on the tiny model, with every path under tmp (the data written there)."""
     from components.data.datagen import write_dataset
@@ -154,9 +166,9 @@ def project_with(params, folder: Path) -> Path:
 def crash_training_at(monkeypatch, call: int):
     """Make the train loop's `call`-th batch raise KeyboardInterrupt (a crash mid-run); returns the real collate
     (setattr it back to train on)."""
-    from components.training import train as train_mod
+    from components.training import batches
 
-    real, calls = train_mod.collate, {"n": 0}
+    real, calls = batches.collate, {"n": 0}
 
     def crashing(*a, **k):
         calls["n"] += 1
@@ -164,7 +176,7 @@ def crash_training_at(monkeypatch, call: int):
             raise KeyboardInterrupt("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "collate", crashing)
+    monkeypatch.setattr(batches, "collate", crashing)
     return real
 
 

@@ -49,7 +49,7 @@ FAMILIES = {
     "mistral": Family("mistral", "MistralConfig", ("<unk>", "<s>", "</s>"), "<s>", "</s>", True, MISTRAL, "</s>"),
     "gemma2": Family("gemma2", "Gemma2Config", ("<unk>", "<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"),
                      "<bos>", "<eos>", True, GEMMA, "<end_of_turn>", ("<eos>", "<end_of_turn>"),
-                     {"head_dim": 16, "sliding_window": 32, "query_pre_attn_scalar": 16}),
+                     {"head_dim": 16, "sliding_window": 256, "query_pre_attn_scalar": 16}),
     "gemma3": Family("gemma3", "Gemma3TextConfig", ("<unk>", "<pad>", "<bos>", "<eos>"), "<bos>", "<eos>", True, None,
                      "<eos>", (), {"head_dim": 16, "sliding_window": 32, "query_pre_attn_scalar": 16}),
     "phi3": Family("phi3", "Phi3Config", ("<unk>", "<s>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>",
@@ -57,7 +57,7 @@ FAMILIES = {
 }
 
 
-def build_family(name: str, folder: str | Path, texts: list[str], seed: int = 0) -> Path:
+def build_family(name: str, folder: str | Path, texts: list[str], seed: int = 0, **config_overrides) -> Path:
     """A random 2-layer model of `name` and its tokenizer, saved (safetensors) in folder."""
     import torch
     import transformers
@@ -89,7 +89,7 @@ def build_family(name: str, folder: str | Path, texts: list[str], seed: int = 0)
     config = getattr(transformers, fam.config)(
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, **fam.extra)
+        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, **{**fam.extra, **config_overrides})
     model = AutoModelForCausalLM.from_config(config)
     if fam.generation_eos:
         model.generation_config = GenerationConfig(bos_token_id=fast.bos_token_id, pad_token_id=fast.pad_token_id,

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from components.core.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
 from components.core.layout import GATE_METRICS
-from components.methods import NAMES, get_method
+from components.methods import NAMES, get_method, trains
 
 
 class Section(BaseModel):
@@ -106,6 +106,9 @@ class PrepareConfig(Section):
         return max(8, min(self.max_length_cap, p99))
 
 
+QLORA_METHODS = ("lora", "dora", "rslora", "adalora", "hybrid")  # adapters that train on a 4-bit base (bitsandbytes)
+
+
 class _TrainLoop(Section):
     """`train`: the loop's settings; `TrainConfig` below adds each method's own block."""
 
@@ -175,6 +178,20 @@ class _TrainLoop(Section):
         if self.batch_tokens is None or self.lr_scaling == "none":
             return self.method_lr()
         return self.method_lr() * math.sqrt(rows_per_step / self.batch_size)
+
+    @model_validator(mode="after")  # settings that cannot run together, refused before any model loads
+    def _settings_work_together(self):
+        if self.budget_minutes and self.method == "adalora":
+            raise ValueError("train.budget_minutes: adalora's rank schedule needs train.steps up front; set train.steps")
+        if self.packing and self.processes > 1 and trains(self.method):
+            raise ValueError("train.packing runs in one process (train.processes=1)")
+        if self.batch_size < self.processes:
+            raise ValueError(f"train.batch_size {self.batch_size} is smaller than train.processes {self.processes}: "
+                             "every process needs a share of each batch")
+        if self.quantize_base == "4bit" and self.method not in QLORA_METHODS:
+            raise ValueError(f"train.quantize_base=4bit (QLoRA) needs a LoRA-family method ({', '.join(QLORA_METHODS)}), "
+                             f"not {self.method}")
+        return self
 
 
 def _method_blocks() -> dict:

@@ -121,7 +121,8 @@ def model_card(params: Params, metrics: dict, parity: dict) -> str:
     drift = (f"## Drift off general behaviour\n\n- On {d['prompts']} general prompts (`{params.gates.drift_prompts}`): loss on "
              f"the base model's answers {d['base_loss']:.3f} -> {d['tuned_loss']:.3f} nats/token (drift {d['drift']:+.3f}, "
              f"gate `gates.max_drift`: {params.gates.max_drift}); first sentence still the base model's in "
-             f"{100 * d['first_sentence_match']:.0f}% of answers\n\n" if d and "drift" in d else "")
+             f"{100 * d['first_sentence_match']:.0f}% of answers\n\n" if d and d.get("drift") is not None else
+             f"## Drift off general behaviour\n\n- Not measured: {d['skipped']}\n\n" if d and d.get("skipped") else "")
     return f"""# peftpipe model bundle
 
 - Base model: `{params.model.source}`
@@ -158,7 +159,8 @@ def parity_verdict(parity: dict) -> dict:
                    + (f" (differ on prompts {bad})" if bad else ""))
 
 
-def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, shots, threads: int) -> dict:
+def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, shots, threads: int,
+                       stops: list[int]) -> dict:
     """Each variant in export.quantize, written beside model.onnx and kept only if its ROUGE-L gate passes."""
     if not params.export.quantize:
         return {}
@@ -168,12 +170,12 @@ def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, sh
     samples = test_samples(prepared_dir, params.export.quant_eval_samples, params.prepare.split_seed)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
     refs = [s.get("answers") or [s["answer"]] for s in samples]
-    fp32 = answers(OnnxCausalLM(folder, threads), prompts, params.evaluate.max_new_tokens, tokenizer.eos_token_id)
+    fp32 = answers(OnnxCausalLM(folder, threads), prompts, params.evaluate.max_new_tokens, stops)
     out = {}
     for v in params.export.quantize:
         out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,
                                params.export.max_quant_rouge_l_drop, params.evaluate.language,
-                               params.evaluate.metric_style, threads, fp32)
+                               params.evaluate.metric_style, threads, fp32, stops)
         verdict = "shipped" if out[v]["passed"] else "NOT shipped"
         print(f"{v}: ROUGE-L {out[v]['rouge-l']:.2f} vs fp32 {out[v]['rouge-l_fp32']:.2f} "
               f"(limit -{out[v]['max_drop']}), {out[v]['tokens_per_s']} vs {out[v]['tokens_per_s_fp32']} tokens/s: {verdict}")
@@ -188,6 +190,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
     from components.evaluation.evaluate import prompts_for
     from components.methods.icl import read_shots
     from components.deploy.quantize import quantization_verdict
+    from components.prompts.chat import stop_ids
 
     threads = set_threads(params.train.threads)
     set_seed(params.seed)
@@ -198,7 +201,7 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
     shots = read_shots(merged_dir) if route(method) == "icl" else None
     samples = test_samples(prepared_dir, params.export.parity_samples, params.prepare.split_seed)
     prompts = prompts_for(samples, tokenizer, shots, params.prepare.system_prompt)
-    n_new, eos = params.export.max_new_tokens, tokenizer.eos_token_id
+    n_new, eos = params.export.max_new_tokens, stop_ids(tokenizer, model.generation_config.eos_token_id)
     metrics = {"base": json.loads((Path(eval_base_dir) / "metrics.json").read_text()),
                "tuned": json.loads((Path(eval_dir) / "metrics.json").read_text()),
                "gates": json.loads((Path(gate_dir) / "gates.json").read_text())}
@@ -228,12 +231,13 @@ def run_export(params: Params, merged_dir: str | Path, prepared_dir: str | Path,
         if not parity["greedy_tokens_equal"]:  # the verdicts beside the (unwritten) bundle, as the merge stage does
             atomic_write_json(Path(str(out_dir) + "_report.json"), parity)
             raise ExportCheckFailed(f"ONNX greedy output differs from PyTorch on prompts {parity['mismatches']}")
-        parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads)
+        parity["variants"] = quantized_variants(params, tmp, prepared_dir, tokenizer, shots, threads, eos)
         parity["verdicts"] += [quantization_verdict(v, r) for v, r in parity["variants"].items()]
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / GENERATION_CONFIG, {
             "max_new_tokens": params.evaluate.max_new_tokens, "do_sample": False,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            # every stop id (end of turn and each EOS): serving and other runtimes stop where training ended turns
+            "eos_token_id": eos, "stop_token_ids": eos, "pad_token_id": tokenizer.pad_token_id,
             "system_prompt": params.prepare.system_prompt})
         card = {"base_model": params.model.source, "method": params.train.method,
                 "data": {"path": params.data.path, "md5": file_md5(params.data.path)},

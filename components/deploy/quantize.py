@@ -32,7 +32,7 @@ def quantize(src: Path, dst: Path, variant: str, block_size: int = 32) -> None:
     onnx.save_model(q.model.model, str(dst))
 
 
-def answers(lm, prompts: list[list[int]], max_new_tokens: int, eos: int | None) -> tuple[list[list[int]], float]:
+def answers(lm, prompts: list[list[int]], max_new_tokens: int, eos: int | list[int] | None) -> tuple[list[list[int]], float]:
     """Greedy token answers and decode tokens/s."""
     t0 = time.perf_counter()
     out = [lm.generate(p, max_new_tokens, eos) for p in prompts]
@@ -50,7 +50,7 @@ def quantization_verdict(variant: str, report: dict) -> dict:
 
 def check_variant(folder: Path, variant: str, prompts: list[list[int]], references: list[str], tokenizer,
                   max_new_tokens: int, max_drop: float, language: str, style: str = "chatglm", threads: int = 0,
-                  fp32: tuple[list[list[int]], float] | None = None) -> dict:
+                  fp32: tuple[list[list[int]], float] | None = None, stops: list[int] | None = None) -> dict:
     """Write the variant into `folder` and compare it with the fp32 graph there; remove it if it fails."""
     from components.evaluation.metrics import corpus_scores
     from components.core.layout import MODEL_ONNX
@@ -60,7 +60,7 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
     t0 = time.perf_counter()
     quantize(folder / MODEL_ONNX, folder / name, variant)
     quant_s = time.perf_counter() - t0
-    eos = tokenizer.eos_token_id
+    eos = stops if stops is not None else tokenizer.eos_token_id
     if fp32 is None:
         fp32 = answers(OnnxCausalLM(folder, threads), prompts, max_new_tokens, eos)
     quant = answers(OnnxCausalLM(folder, threads, model_file=name), prompts, max_new_tokens, eos)

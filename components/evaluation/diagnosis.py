@@ -11,6 +11,7 @@ from __future__ import annotations
 from statistics import fmean
 
 from components.evaluation.metrics import answer_tokens
+from components.evaluation.quality import degenerate_baseline
 
 RIGHT_LENGTH = (0.5, 2.0)  # a prediction with this many times the reference's tokens has the right length
 WRONG_F1 = 50.0  # token F1 below this, and no exact match: the content is wrong
@@ -62,6 +63,7 @@ def diagnose(base_rows: dict[str, dict], tuned_rows: dict[str, dict], language: 
         "token_f1": {"base": round(mean(b, "token_f1"), 4), "tuned": round(mean(t, "token_f1"), 4)},
         # answers that reached evaluate.max_new_tokens (predictions written before this was recorded: not cut)
         "cut_rate": {k: round(fmean(bool(r.get("cut")) for r in rows), 4) for k, rows in (("base", b), ("tuned", t))},
+        "base_degenerate": degenerate_baseline([r["prediction"] for r in b], language),
     }
     out["kind"], out["line"] = _verdict(out)
     return out
@@ -70,6 +72,10 @@ def diagnose(base_rows: dict[str, dict], tuned_rows: dict[str, dict], language: 
 def _verdict(d: dict) -> tuple[str, str]:
     ratio, em, f1 = d["length_ratio"]["tuned"], d["exact_match"], d["token_f1"]
     facts = (f"exact match {em['base']:.1f} -> {em['tuned']:.1f}%, token F1 {f1['base']:.1f} -> {f1['tuned']:.1f}")
+    broken = d.get("base_degenerate") or {}
+    if broken.get("degenerate"):
+        return "broken_baseline", (f"the ROUGE-L gain ({d['rouge-l_gain']:+.2f}) is measured against a broken "
+                                   f"baseline: {broken['line']}; {facts}")
     if d["rouge-l_gain"] <= 0:
         return "no_gain", (f"no ROUGE-L gain over the base model ({d['rouge-l_gain']:+.2f}); {facts}: train longer "
                            "(train.epochs, train.budget_minutes) or try another learning rate or method")

@@ -92,8 +92,15 @@ def matching_base(samples: list[dict], base: dict[str, dict]) -> list[dict]:
     return [{**s, "answer": base[s["id"]]["answer"], "finished": base[s["id"]].get("finished", True)} for s in samples]
 
 
-def drift_figures(base_loss: float, tuned_loss: float, base_answers: list[str], tuned_answers: list[str]) -> dict:
+def drift_figures(base_loss: float, tuned_loss: float, base_answers: list[str], tuned_answers: list[str],
+                  degenerate: dict | None = None) -> dict:
+    """Drift = the tuned model's loss on the base model's answers minus the base model's own. Base answers that are
+    degenerate (empty or looping: a broken baseline) are no reference: drift is then not measured, with the reason."""
     same = sum(first_sentence(a) == first_sentence(b) for a, b in zip(base_answers, tuned_answers))
-    return {"prompts": len(base_answers), "base_loss": base_loss, "tuned_loss": tuned_loss,
-            "drift": round(tuned_loss - base_loss, 5),
-            "first_sentence_match": round(same / max(len(base_answers), 1), 4)}
+    out = {"prompts": len(base_answers), "base_loss": base_loss, "tuned_loss": tuned_loss,
+           "drift": round(tuned_loss - base_loss, 5),
+           "first_sentence_match": round(same / max(len(base_answers), 1), 4)}
+    if degenerate and degenerate.get("degenerate"):
+        out.update(drift=None, skipped=f"the base model's answers to the drift prompts are degenerate: "
+                                       f"{degenerate['line']}")
+    return out

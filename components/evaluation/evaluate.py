@@ -7,7 +7,7 @@ from pathlib import Path
 
 from components.model.generation import greedy_generate
 from components.evaluation.metrics import corpus_bleu, score_samples
-from components.evaluation.quality import degeneration
+from components.evaluation.quality import degenerate_baseline, degeneration
 from components.data.prepare import load_prepared
 from components.core.atomic import atomic_write_json, atomic_write_text
 from components.config.params import Params
@@ -39,53 +39,31 @@ def prompts_for(samples: list[dict], tokenizer, shots: list[list[dict]] | None, 
 
 def eval_loss(model, tokenizer, samples: list[dict], prompts: list[list[int]], batch_size: int,
               eos: list[bool] | None = None) -> float:
-    """Mean teacher-forced loss per reference-answer token (answer + EOS), prompts masked. `eos[i]` False: sample i's
-    answer was cut at a token limit, so no EOS is scored after it (unless it decoded to nothing)."""
+    """Mean teacher-forced loss per reference-answer token (answer + end of turn), prompts masked: training's loss at
+    the answer positions (components/training/loss.py), added up over the batches. `eos[i]` False: sample i's answer
+    was cut at a token limit, so no end of turn is scored after it (unless it decoded to nothing)."""
     import torch
 
     from components.data.prepare import IGNORE_INDEX
-    from components.training.train import collate
+    from components.prompts.chat import end_of_turn
+    from components.training.batches import collate
+    from components.training.loss import summed_label_loss
 
     rows = []
+    eot = end_of_turn(tokenizer)[1]  # what training learns after a reply
     for n, (s, p) in enumerate(zip(samples, prompts)):
         answer = tokenizer(s["answer"], add_special_tokens=False)["input_ids"]
-        answer += [tokenizer.eos_token_id] if eos is None or eos[n] or not answer else []  # an empty answer: its EOS
+        answer += [eot] if eos is None or eos[n] or not answer else []  # an empty answer: its end of turn
         rows.append({"input_ids": p + answer, "labels": [IGNORE_INDEX] * len(p) + answer})
     total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(model.device) for k, v in collate(rows[i : i + batch_size], tokenizer.pad_token_id).items()}
-            labels = batch.pop("labels")
-            total += _summed_label_loss(model, batch, labels)
-            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            summed, tokens = summed_label_loss(model, batch)
+            total += float(summed)
+            count += tokens
     return round(total / count, 5)
-
-
-def _summed_label_loss(model, batch: dict, labels) -> float:
-    """Summed next-token cross-entropy over the label tokens. Where the model splits into a decoder and a
-    vocabulary head, logits are computed only at the label positions (a long prompt's own positions need none),
-    a chunk at a time; prompt methods (virtual positions in front) take the model's own forward."""
-    import torch
-
-    from components.data.prepare import IGNORE_INDEX
-    from components.training.chunked_loss import CHUNK_ELEMENTS
-    from components.training.train import _decoder_and_head
-
-    ce = torch.nn.functional.cross_entropy
-    parts = _decoder_and_head(model)
-    if parts is None:
-        logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt methods prepend virtual positions
-        return float(ce(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
-                        reduction="sum"))
-    decoder, head = parts
-    h = decoder(**batch, use_cache=False).last_hidden_state[:, :-1]
-    target = labels[:, 1:]
-    keep = target != IGNORE_INDEX
-    h, target = h[keep], target[keep]
-    chunk = max(1, CHUNK_ELEMENTS // head.weight.shape[0])
-    return sum(float(ce(head(h[s : s + chunk]).float(), target[s : s + chunk], reduction="sum"))
-               for s in range(0, len(target), chunk))
 
 
 def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_dir: str | Path, label: str,
@@ -127,10 +105,12 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
             rows = drift.write_base_answers(out_dir, d_samples, answers, finished)
             own = [{**s, "answer": r["answer"]} for s, r in zip(d_samples, rows)]
             drift_metrics = {"prompts": len(rows),
-                             "base_loss": eval_loss(model, tokenizer, own, d_prompts, cfg.batch_size, finished)}
+                             "base_loss": eval_loss(model, tokenizer, own, d_prompts, cfg.batch_size, finished),
+                             "degenerate": degenerate_baseline(answers, cfg.language)}
         else:
             drift_metrics = drift.drift_figures(drift_base[1]["base_loss"], d_tuned_loss,
-                                                [s["answer"] for s in d_samples], answers)
+                                                [s["answer"] for s in d_samples], answers,
+                                                drift_base[1].get("degenerate"))
             atomic_write_text(Path(out_dir) / "drift_answers.jsonl", "".join(
                 json.dumps({"id": s["id"], "prompt": s["question"], "base": s["answer"], "tuned": a},
                            ensure_ascii=False) + "\n" for s, a in zip(d_samples, answers)))
@@ -140,6 +120,9 @@ def evaluate_model(model, tokenizer, samples: list[dict], params: Params, out_di
     metrics = {name: round(sum(x[name] for x in per) / len(per), 4) for name in per[0]}
     metrics["sacrebleu"] = corpus_bleu(preds, all_refs, cfg.language)
     metrics.update(degeneration(preds, refs, cfg.language))
+    metrics["degenerate"] = degenerate_baseline(preds, cfg.language)  # a broken model (or baseline) says so
+    if metrics["degenerate"]["degenerate"]:
+        print(f"evaluate ({label}): {metrics['degenerate']['line']}")
     metrics["eval_loss"] = loss
     metrics["drift"] = drift_metrics
     metrics.update({"samples": len(samples), "language": cfg.language, "metric_style": cfg.metric_style,
@@ -181,6 +164,7 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
 
     from components.model.base_model import load_base
     from components.model.trained import load_trained
+    from components.prompts.templates import load_tokenizer
     from components.methods import route as method_route
     from components.methods.icl import read_shots
 
@@ -188,11 +172,12 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
     set_seed(params.seed)
     shots, route = None, None
     if which == "base":
-        model, tokenizer = load_base(base_dir)
+        model, _ = load_base(base_dir)
     else:
-        model, tokenizer, name = load_trained(base_dir, train_dir)
+        model, _, name = load_trained(base_dir, train_dir)
         route = method_route(name)
         shots = read_shots(train_dir) if route == "icl" else None
+    tokenizer = load_tokenizer(prepared_dir, base_dir)  # prepare's: the chat template training saw
     model.to(resolve_device(params.train.device))  # evaluation follows train.device
     samples = test_samples(prepared_dir, params.evaluate.max_samples, params.prepare.split_seed)
     drift_base = None

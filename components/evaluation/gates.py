@@ -83,6 +83,9 @@ def drift_gate(d: dict | None, limit: float) -> dict:
     if not d:
         return _verdict("max_drift", True, None, limit, "drift not measured (evaluate.drift_max_new_tokens is 0, or no "
                         "base answers to the drift prompts)", skipped=True)
+    if d.get("drift") is None:  # the base model's drift answers were degenerate: no reference to drift from
+        return _verdict("max_drift", True, None, limit, f"drift not measured: {d.get('skipped', 'no reference')}",
+                        skipped=True)
     return _verdict("max_drift", d["drift"] <= limit, d["drift"], limit,
                     f"drift on {d['prompts']} general prompts = {d['drift']:+.3f} nats/token (loss on the base model's "
                     f"answers {d['tuned_loss']:.3f} vs its own {d['base_loss']:.3f}; needs <= {limit:g}); "

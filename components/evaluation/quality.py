@@ -35,3 +35,24 @@ def paired_bootstrap(a: list[float], b: list[float], samples: int = 1000, seed: 
     low, high = np.percentile(means, [2.5, 97.5])
     return {"mean": round(float(d.mean()), 4), "low": round(float(low), 4), "high": round(float(high), 4),
             "n": int(d.size)}
+
+
+DEGENERATE_LOOP = 0.5    # an answer whose 3-grams repeat at least this much loops ("1 1 1 1 ...")
+DEGENERATE_SHARE = 0.5   # a baseline with at least this share of empty or looping answers is broken
+
+
+def degenerate_baseline(predictions: list[str], language: str = "en") -> dict:
+    """Whether a model's answers are degenerate (empty or looping) as a whole, e.g. a base model fed no BOS.
+
+    A gain or a drift measured against such answers measures the baseline's breakage: reports say so, and drift is
+    not measured against them."""
+    n = max(len(predictions), 1)
+    empty = sum(not p.strip() for p in predictions)
+    looping = sum(bool(p.strip()) and repeated_ngram_rate(p, 3, language) >= DEGENERATE_LOOP for p in predictions)
+    share = (empty + looping) / n
+    out = {"answers": len(predictions), "empty": empty, "looping": looping, "share": round(share, 4),
+           "degenerate": bool(predictions) and share >= DEGENERATE_SHARE}
+    out["line"] = (f"{empty + looping} of {len(predictions)} answers are empty ({empty}) or loop on repeated words "
+                   f"({looping}): the baseline is broken (a missing BOS or a wrong chat template is the usual cause; "
+                   "see `peftpipe model inspect`)") if out["degenerate"] else ""
+    return out

@@ -35,7 +35,7 @@ def training_plan(lengths: list[int], params: Params, measured: dict | None) -> 
     """The steps train would take on rows of these (cut) lengths, the epochs they make and, from a measured step
     rate, how long; under train.budget_minutes, the steps that fit it."""
     from components.training import budget
-    from components.training.train import batch_schedule, planned_steps
+    from components.training.schedule import batch_schedule, planned_steps
 
     cfg = params.train
     if not lengths:

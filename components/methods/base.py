@@ -23,9 +23,16 @@ class Context:
     seed: int
 
 
+# families that fuse projections into one Linear (Phi-3: qkv_proj, gate_up_proj): a separate name targets the fused one
+FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
+         "up_proj": "gate_up_proj"}
+
+
 def peft_targets(model, names: list[str]) -> list[str]:
-    """Check that target module names exist in the model; a clear error otherwise."""
+    """The target module names as this model spells them (a fused projection stands for its parts, as Phi-3's
+    qkv_proj for q/k/v_proj); a clear error for a name the model does not have."""
     present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    names = list(dict.fromkeys(t if t in present or FUSED.get(t) not in present else FUSED[t] for t in names))
     missing = [t for t in names if t not in present]
     if missing:
         raise ValueError(f"target_modules {missing} not found in the model; it has e.g. "

@@ -111,9 +111,6 @@ def load_tokenizer(base_dir: str | Path, cfg: ModelConfig):
     return AutoTokenizer.from_pretrained(**resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
 
 
-QLORA_METHODS = ("lora", "dora", "rslora", "adalora", "hybrid")  # adapters on a 4-bit base (bitsandbytes)
-
-
 def load_base(path: str | Path, quantize_4bit: bool = False, method: str | None = None, device=None):
     """Load the materialised base model and tokenizer (safetensors only, no remote code), in fp32 (transformers
     picks PyTorch's SDPA attention where the model supports it). quantize_4bit (QLoRA): the weights in 4-bit NF4 through bitsandbytes, on a CUDA `device`."""
@@ -131,16 +128,14 @@ def load_base(path: str | Path, quantize_4bit: bool = False, method: str | None 
 
 
 def qlora_options(method: str | None, device) -> dict:
-    """from_pretrained arguments for a 4-bit base, or a ConfigError saying why it cannot be had here."""
+    """from_pretrained arguments for a 4-bit base, or a ConfigError saying why it cannot be had here (the method's
+    fitness is the config's check: components.config.params.QLORA_METHODS)."""
     import importlib.util
 
     import torch
 
     from components.core.errors import ConfigError
 
-    if method not in QLORA_METHODS:
-        raise ConfigError(f"train.quantize_base=4bit (QLoRA) needs a LoRA-family method ({', '.join(QLORA_METHODS)}), "
-                          f"not {method}")
     if getattr(device, "type", device) != "cuda":
         raise ConfigError("train.quantize_base=4bit (QLoRA) runs on CUDA only (bitsandbytes' 4-bit kernels); "
                           f"this run's device is {device}: set train.quantize_base=null")

@@ -68,13 +68,10 @@ def relaunch_stage(args, params) -> int | None:
     """Run `peftpipe stage train` in `train.processes` processes and return its exit code.
 
     None when this process should run the stage itself: another stage, one process, or already
-    inside a launched group.
+    inside a launched group. (A batch smaller than train.processes is refused as the params are read.)
     """
     if args.name != "train" or params.train.processes <= 1 or in_launched_group():
         return None
-    if params.train.batch_size < params.train.processes:
-        raise ValueError(f"train.batch_size {params.train.batch_size} is smaller than train.processes "
-                         f"{params.train.processes}: every process needs a share of each batch")
     cli_args = (["--debug"] if getattr(args, "debug", False) else []) + ["stage", args.name]
     for s in args.set or []:
         cli_args += ["-S", s]

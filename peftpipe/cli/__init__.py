@@ -12,7 +12,7 @@ from components.core.runtime import quiet_env
 
 # The modules of peftpipe.cli whose register(subparsers) adds a group of subcommands, in the order the subcommands
 # appear in --help. Each imports its heavy dependencies inside its handlers, so building the parser stays fast.
-COMMAND_MODULES = ("run", "serve", "registry", "sweep", "data", "report")
+COMMAND_MODULES = ("run", "serve", "registry", "sweep", "data", "model", "report")
 
 
 def _fail(msg: str, code: int = 1) -> int:

@@ -19,11 +19,13 @@ def cmd_data_inspect(args) -> int:
     from components.config.params import load_params
     from components.inspect.data import inspect_data, last_step_rate, print_inspection
     from components.model.base_model import load_tokenizer
+    from components.prompts.templates import apply
 
     params = load_params(PARAMS, args.set or [])
     measured = last_step_rate(Path("metrics") / "train.json")  # the time estimate: this machine's last train run
-    print_inspection(inspect_data(args.file, params, load_tokenizer(params.paths.base_model, params.model), args.out,
-                                  measured))
+    tokenizer = load_tokenizer(params.paths.base_model, params.model)
+    apply(tokenizer, params.prepare.chat_template)  # rows rendered as prepare will render them
+    print_inspection(inspect_data(args.file, params, tokenizer, args.out, measured))
     return 0
 
 

@@ -1,6 +1,9 @@
-import pytest
+import re
 
-from components.config.params import ConfigError, Params, load_params, write_overrides
+import pytest
+import yaml
+
+from components.config.params import ConfigError, Params, load_params, validate_params, write_overrides
 
 
 def test_overrides_are_typed(tmp_path):
@@ -47,3 +50,57 @@ def test_repo_params_file_is_valid():
     p = load_params(ROOT / "params.yaml")
     assert isinstance(p, Params)
     assert p.model.source == "embedded" and p.model.trust_remote_code is False
+
+
+TRAIN_CONFLICTS = [  # settings that cannot run together, with the message the train stage gave once a model had loaded
+    (["train.budget_minutes=5", "train.method=adalora"],
+     "train.budget_minutes: adalora's rank schedule needs train.steps up front; set train.steps"),
+    (["train.packing=true", "train.processes=2"], "train.packing runs in one process (train.processes=1)"),
+    (["train.processes=4", "train.batch_size=2"],
+     "train.batch_size 2 is smaller than train.processes 4: every process needs a share of each batch"),
+    (["train.quantize_base=4bit", "train.method=prefix"],
+     "train.quantize_base=4bit (QLoRA) needs a LoRA-family method (lora, dora, rslora, adalora, hybrid), not prefix"),
+]
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Building or loading a model fails the test: the params are refused before any of it."""
+    from transformers import AutoModelForCausalLM, PreTrainedModel
+
+    from components.model import base_model
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(base_model, "load_base", refuse)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(PreTrainedModel, "__init__", refuse)
+
+
+@pytest.mark.parametrize("overrides, message", TRAIN_CONFLICTS)
+def test_settings_that_cannot_run_together_are_refused_as_the_params_are_read(tmp_path, no_model_loads, overrides,
+                                                                              message):
+    with pytest.raises(ConfigError) as e:
+        load_params(tmp_path / "none.yaml", overrides)
+    assert str(e.value) == f"{tmp_path / 'none.yaml'}: train: Value error, {message}"
+    raw = {"train": {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in (o.split("=") for o in overrides)}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_params(raw)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["train.budget_minutes=5", "train.method=lora"], ["train.method=adalora", "train.steps=20"],
+    ["train.packing=true"], ["train.packing=true", "train.processes=2", "train.method=icl"],  # icl trains nothing
+    ["train.processes=2", "train.batch_size=2"], ["train.quantize_base=4bit", "train.method=dora"],
+])
+def test_the_settings_on_either_side_of_a_conflict_still_load(tmp_path, overrides):
+    load_params(tmp_path / "none.yaml", overrides)
+
+
+def test_a_conflict_made_by_assignment_is_refused_too(tmp_path):
+    from pydantic import ValidationError
+
+    p = load_params(tmp_path / "none.yaml", ["train.budget_minutes=5"])
+    with pytest.raises(ValidationError, match="adalora's rank schedule"):
+        p.train.method = "adalora"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from components.model import kv_prefix
-from components.training import train as train_mod
+from components.training import batches
 from components.model.base_model import load_base
 from components.methods import NAMES, get_method, mergeable, route, trains
 from components.model.trained import load_trained
@@ -92,7 +92,7 @@ def test_method_trains_resumes_saves_reloads_evaluates_and_merges(setup, monkeyp
 
     real = crash_training_at(monkeypatch, 7)
     assert stage_cli(proj, sets, "train", *m, f"paths.train={run}/b") == 130  # interrupted
-    monkeypatch.setattr(train_mod, "collate", real)
+    monkeypatch.setattr(batches, "collate", real)
     assert stage_cli(proj, sets, "train", *m, f"paths.train={run}/b") == 0
     assert metrics(proj, "train")["resumed_at"] == 4
 

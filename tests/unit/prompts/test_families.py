@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from families import FAMILIES, build_family
+from families import FAMILIES
 
 from components.prompts.chat import IGNORE_INDEX, encode_conversation, encode_text, end_of_turn, prompt_ids, stop_ids
 
 MESSAGES = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is the capital of Peru?"},
             {"role": "assistant", "content": "Lima is the capital of Peru."}]
-
-
-@pytest.fixture(scope="module")
-def family_dirs(tmp_path_factory):
-    from components.data.datagen import generate_rows
-
-    texts = [r["question"] + " " + r["answer"] for r in generate_rows()]
-    root = tmp_path_factory.mktemp("families")
-    return {name: build_family(name, root / name, texts) for name in FAMILIES}
 
 
 def bos_problem(ids: list[int], bos: int | None, wanted: bool) -> str | None:

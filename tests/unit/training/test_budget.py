@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from components.training import budget
+from components.training import batches, budget
+from components.training import loss as loss_mod
 from components.training import train as train_mod
 from conftest import crash_training_at
 from test_train import adapter, prepared, train  # noqa: F401  (the prepared tiny data set, and a train run with overrides)
@@ -20,13 +21,13 @@ BUDGET_MIN = 1.6
 def clock(monkeypatch):
     now = {"t": 0.0}
     monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: now["t"], time=time.time))
-    real = train_mod.lm_loss
+    real = loss_mod.lm_loss
 
     def costs_its_tokens(model, batch, autocast=None):
         now["t"] += RATE * batch["input_ids"].numel()
         return real(model, batch, autocast)
 
-    monkeypatch.setattr(train_mod, "lm_loss", costs_its_tokens)
+    monkeypatch.setattr(loss_mod, "lm_loss", costs_its_tokens)
     return now
 
 
@@ -60,14 +61,14 @@ def test_steps_that_slow_down_still_end_on_time(prepared, tmp_path, clock, monke
     1.6x. Planned only early, the run would overshoot by about a third; the later plans bring it within 10%."""
     _, p = prepared
     monkeypatch.setitem(globals(), "RATE", RATE / 10)  # finer steps than the other tests': about 60 fit
-    costs_its_tokens = train_mod.lm_loss
+    costs_its_tokens = loss_mod.lm_loss
 
     def slows_down(model, batch, autocast=None):
         if clock["t"] > 60 * BUDGET_MIN / 3:
             clock["t"] += 0.6 * RATE * batch["input_ids"].numel()
         return costs_its_tokens(model, batch, autocast)
 
-    monkeypatch.setattr(train_mod, "lm_loss", slows_down)
+    monkeypatch.setattr(loss_mod, "lm_loss", slows_down)
     m = train(p, tmp_path, {"budget_minutes": BUDGET_MIN, "steps": 1000, "checkpoint_every": 1000})
     wall = m["budget"]["train_wall_s"]
     assert 0.9 * 60 * BUDGET_MIN <= wall <= 1.1 * 60 * BUDGET_MIN, (wall, m["budget"]["plans"])
@@ -83,7 +84,7 @@ def test_the_step_cap_and_a_resumed_run_keep_their_plan(prepared, tmp_path, cloc
     real = crash_training_at(monkeypatch, clean["steps"] - 2)  # after the second plan and a checkpoint
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path / "crash", extra)
-    monkeypatch.setattr(train_mod, "collate", real)
+    monkeypatch.setattr(batches, "collate", real)
     resumed = train(p, tmp_path / "crash", extra)
     assert resumed["resumed_at"] > 0 and resumed["budget"]["kept_from_interrupted_run"]
     assert resumed["steps"] == clean["steps"]

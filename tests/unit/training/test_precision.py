@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 from components.core import runtime
 from components.core.errors import ConfigError
 from components.training import precision
@@ -101,8 +103,10 @@ def test_devices_and_qlora_refuse_clearly_where_they_cannot_run(monkeypatch):
         runtime.resolve_device("cuda")
     with pytest.raises(ConfigError, match="CUDA only"):
         qlora_options("lora", torch.device("cpu"))
-    with pytest.raises(ConfigError, match="LoRA-family method"):
-        qlora_options("prefix", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="LoRA-family method"):  # refused by the config, before any model loads
+        from components.config.params import load_params
+
+        load_params(ROOT / "params.yaml", ["train.quantize_base=4bit", "train.method=prefix"])
     assert runtime.resolve_precision("bf16") == "bf16" and runtime.resolve_precision("auto", "mps") == "fp32"
 
 

@@ -5,7 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from components.training import batches
 from components.training import train as train_mod
+from components.training.health import Health
+from components.training.schedule import batch_schedule
 from components.model.base_model import materialise
 from components.data.prepare import run_prepare
 from components.data.validate import run_validate
@@ -74,7 +77,7 @@ def test_resume_after_crash_equals_uninterrupted_run(prepared, tmp_path, monkeyp
     real_collate = crash_training_at(monkeypatch, 16)
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path / "crash")
-    monkeypatch.setattr(train_mod, "collate", real_collate)
+    monkeypatch.setattr(batches, "collate", real_collate)
     # a partial checkpoint (no optimizer state) must be skipped, not loaded
     partial = tmp_path / "crash" / "ckpt" / "step-000999"
     partial.mkdir()
@@ -99,7 +102,7 @@ def test_changed_data_never_resumes_a_stale_checkpoint(prepared, tmp_path, monke
     real = crash_training_at(monkeypatch, 15)  # a checkpoint at step 10, then a crash
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path)
-    monkeypatch.setattr(train_mod, "collate", real)
+    monkeypatch.setattr(batches, "collate", real)
     assert (tmp_path / "ckpt" / "step-000010").is_dir()
 
     rows = read_jsonl(Path(p.paths.validated) / "train.jsonl")
@@ -159,20 +162,20 @@ def test_full_fine_tuning_saves_whole_model(prepared, tmp_path):
 
 def test_batch_schedule_groups_lengths_and_covers_data():
     lengths = [5 + (i * 7) % 40 for i in range(320)]
-    sched = train_mod.batch_schedule(lengths, 8, 40, seed=1)
+    sched = batch_schedule(lengths, 8, 40, seed=1)
     assert len(sched) == 40 and all(len(b) == 8 for b in sched)
     assert len({i for b in sched for i in b}) == 320  # one epoch sees every row once
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in sched) / len(sched)
     assert spread < 10  # similar lengths batched together
-    assert sched == train_mod.batch_schedule(lengths, 8, 40, seed=1)
+    assert sched == batch_schedule(lengths, 8, 40, seed=1)
 
 
 def test_health_detects_nan_and_spikes():
-    h = train_mod.Health(factor=3.0, warmup=5)
+    h = Health(factor=3.0, warmup=5)
     assert all(h.check(i + 1, v) for i, v in enumerate([2.0, 1.8, 1.5, 1.2, 1.0, 0.9, 0.8]))
     assert h.check(8, 1.9)  # noisy but below 3x the running mean
     assert not h.check(9, 9.0) and h.problem["step"] == 9 and "spike" in h.problem["reason"]
-    h = train_mod.Health(factor=3.0, warmup=5)
+    h = Health(factor=3.0, warmup=5)
     assert h.check(1, 2.0) and not h.check(2, float("nan"))
     assert h.problem["reason"] == "non-finite loss"
 
@@ -194,14 +197,14 @@ def test_health_catches_a_warmup_blow_up_that_lifts_the_running_mean():
     """The curve of a P-Tuning v2 run at lr 1e-2 on dolly_open_qa (recipes sweep): a high first loss, then a
     blow-up at step 9 of a 10-step warmup. Its blown-up losses lifted the window's mean enough that the old
     reference (the mean) never flagged it and the run 'finished healthy' at a loss of ~9."""
-    h = train_mod.Health(factor=3.0, warmup=10)
+    h = Health(factor=3.0, warmup=10)
     curve = [5.61, 2.64, 2.96, 2.85, 3.09, 2.91, 3.58, 3.32, 9.92, 10.82]
     assert all(h.check(i + 1, v) for i, v in enumerate(curve))  # not armed yet
     assert not h.check(11, 10.10) and h.problem["step"] == 11 and "spike" in h.problem["reason"]
 
 
 def test_health_catches_a_blow_up_during_warmup():
-    h = train_mod.Health(factor=3.0, warmup=5)
+    h = Health(factor=3.0, warmup=5)
     assert all(h.check(i + 1, v) for i, v in enumerate([1.2, 4.0, 9.0, 11.0, 10.0]))  # not armed yet
     assert not h.check(6, 10.5) and h.problem["step"] == 6  # 10.5 > 3 x first loss 1.2
 
@@ -211,9 +214,9 @@ def test_health_catches_a_collapse_to_a_uniform_guess():
     a blow-up inside the warmup to about ln(49,152) = 10.8, never 3x the first loss, so the spike rule alone let
     the sweep's cell 'finish healthy' at a loss of 10.75 (ROUGE-L 2.9); step 11's loss was 16.76."""
     curve = [5.609, 2.640, 3.004, 6.096, 10.541, 10.125, 11.623, 10.899, 14.991, 12.107]
-    spike_only = train_mod.Health(factor=3.0, warmup=10)
+    spike_only = Health(factor=3.0, warmup=10)
     assert all(spike_only.check(i + 1, v) for i, v in enumerate(curve + [10.7] * 20))  # the miss
-    h = train_mod.Health(factor=3.0, warmup=10, vocab_size=49152)
+    h = Health(factor=3.0, warmup=10, vocab_size=49152)
     assert all(h.check(i + 1, v) for i, v in enumerate(curve))  # not armed yet
     assert not h.check(11, 16.76) and h.problem["step"] == 11 and "collapsed" in h.problem["reason"]
 
@@ -221,8 +224,8 @@ def test_health_catches_a_collapse_to_a_uniform_guess():
 def test_health_collapse_rule_spares_learning_and_high_but_falling_losses():
     for random_start in ([10.9, 10.6, 10.2, 9.8, 9.5, 9.1, 8.8, 8.5, 8.3, 8.0, 7.9, 7.7, 7.6, 7.4],  # learning
                          [10.80, 10.83, 10.79, 10.84, 10.82, 10.85, 10.81, 10.83, 10.86, 10.84]):  # flat at uniform
-        h = train_mod.Health(factor=3.0, warmup=5, vocab_size=49152)
+        h = Health(factor=3.0, warmup=5, vocab_size=49152)
         assert all(h.check(i + 1, v) for i, v in enumerate(random_start)) and h.problem is None
     noisy = [2.9, 2.4, 3.1, 2.2, 2.8, 3.3, 2.6, 2.5, 3.0, 2.7, 2.6, 3.2]  # a pretrained model, noisy batches
-    h = train_mod.Health(factor=3.0, warmup=5, vocab_size=49152)
+    h = Health(factor=3.0, warmup=5, vocab_size=49152)
     assert all(h.check(i + 1, v) for i, v in enumerate(noisy)) and h.problem is None

@@ -4,7 +4,9 @@ benchmarks/train_speed.py, never here)."""
 import pytest
 import torch
 
-from components.training import train as train_mod
+from components.training import batches, options
+from components.training import loss as loss_mod
+from components.training.schedule import batch_schedule
 from components.data.prepare import load_prepared
 from test_train import prepared, train  # noqa: F401  (the prepared tiny data set, and a train run with overrides)
 
@@ -33,10 +35,10 @@ def rows_and_model(prepared):  # noqa: F811
 
 def test_loss_with_logits_only_at_labels_equals_the_models_own_loss(rows_and_model):
     rows, model, tok = rows_and_model
-    batch = train_mod.collate(rows, tok.pad_token_id)
+    batch = batches.collate(rows, tok.pad_token_id)
     assert not bool(batch["attention_mask"].all())  # padded rows: the mask matters
     with torch.no_grad():
-        ours, theirs = train_mod.lm_loss(model, batch), model(**batch).loss
+        ours, theirs = loss_mod.lm_loss(model, batch), model(**batch).loss
     assert abs(float(ours) - float(theirs)) < 1e-5
 
 
@@ -44,16 +46,16 @@ def test_packed_loss_and_gradients_equal_unpacked(rows_and_model):
     """Block-diagonal attention and restarted positions: packing changes nothing but the layout."""
     rows, model, tok = rows_and_model
     longest = max(len(r["input_ids"]) for r in rows)
-    packed = train_mod.pack(rows, tok.pad_token_id, capacity=2 * longest)
+    packed = batches.pack(rows, tok.pad_token_id, capacity=2 * longest)
     assert packed["input_ids"].shape[0] < len(rows)  # several examples share a row
     assert "attention_mask" not in packed
-    padded = train_mod.collate(rows, tok.pad_token_id)
+    padded = batches.collate(rows, tok.pad_token_id)
     assert packed["input_ids"].numel() < padded["input_ids"].numel()
     assert int((packed["labels"] != -100).sum()) == int((padded["labels"][:, 1:] != -100).sum())
     grads = []
     for batch in (padded, packed):
         model.zero_grad(set_to_none=True)
-        loss = train_mod.lm_loss(model, batch)
+        loss = loss_mod.lm_loss(model, batch)
         loss.backward()
         grads.append((float(loss.detach()), {n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad}))
     (a, ga), (b, gb) = grads
@@ -66,17 +68,17 @@ def test_packing_is_wrong_without_restarted_positions(rows_and_model):
     """The check above has teeth: the same packed rows read as one long sequence give another loss."""
     rows, model, tok = rows_and_model
     longest = max(len(r["input_ids"]) for r in rows)
-    packed = train_mod.pack(rows, tok.pad_token_id, capacity=2 * longest)
-    padded = train_mod.collate(rows, tok.pad_token_id)
+    packed = batches.pack(rows, tok.pad_token_id, capacity=2 * longest)
+    padded = batches.collate(rows, tok.pad_token_id)
     with torch.no_grad():
-        right = float(train_mod.lm_loss(model, padded))
-        wrong = float(train_mod.lm_loss(model, {k: v for k, v in packed.items() if k != "position_ids"}))
+        right = float(loss_mod.lm_loss(model, padded))
+        wrong = float(loss_mod.lm_loss(model, {k: v for k, v in packed.items() if k != "position_ids"}))
     assert abs(right - wrong) > 1e-3
 
 
 def test_random_batches_cover_the_data():
     lengths = [5 + (i * 7) % 40 for i in range(320)]
-    sched = train_mod.batch_schedule(lengths, 8, 40, seed=1, group=False)
+    sched = batch_schedule(lengths, 8, 40, seed=1, group=False)
     assert len(sched) == 40 and all(len(b) == 8 for b in sched)
     assert len({i for b in sched for i in b}) == 320
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in sched) / len(sched)
@@ -105,8 +107,10 @@ def test_option_trains_to_the_same_curve(prepared, tmp_path, option):  # noqa: F
 
 
 def test_packing_refuses_prompt_methods(prepared, tmp_path):  # noqa: F811
+    from components.core.errors import ConfigError
+
     _, p = prepared
-    with pytest.raises(ValueError, match="packing"):
+    with pytest.raises(ConfigError, match="packing needs a method whose adapters sit inside the model's layers"):
         train(p, tmp_path, {"method": "prompt", "packing": True, "steps": 2})
 
 
@@ -114,7 +118,7 @@ def test_packing_refuses_prompt_methods(prepared, tmp_path):  # noqa: F811
 def test_token_budget_batches_fit_the_budget_and_cover_each_row_once(group, packed):
     lengths = [5 + (i * 7) % 40 for i in range(320)] + [450]  # one row longer than the budget
     budget = 400
-    sched = train_mod.batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
+    sched = batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
     first_epoch, seen = [], 0
     for b in sched:  # the first epoch's batches: until every row has been taken once
         first_epoch.append(b)
@@ -127,9 +131,9 @@ def test_token_budget_batches_fit_the_budget_and_cover_each_row_once(group, pack
         assert cost <= budget or len(b) == 1
     sizes = {len(b) for b in sched}
     assert len(sizes) > 1 and max(sizes) > 8  # short rows: more of them a step
-    assert sched == train_mod.batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
+    assert sched == batch_schedule(lengths, 8, 400, seed=1, group=group, tokens=budget, packed=packed)
     if group:  # length grouping: less padding than random batches under the same budget
-        rand = train_mod.batch_schedule(lengths, 8, 400, seed=1, group=False, tokens=budget)
+        rand = batch_schedule(lengths, 8, 400, seed=1, group=False, tokens=budget)
         pad = lambda s: sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in s)  # noqa: E731
         assert packed or pad(sched) < 0.5 * pad(rand)
 
@@ -157,10 +161,10 @@ def test_training_with_a_token_budget(prepared, tmp_path):  # noqa: F811
 def test_lm_loss_gradients_equal_the_models_own(rows_and_model):
     """The chunked vocabulary projection: the adapter's gradients are those of `model(**batch).loss`."""
     rows, model, tok = rows_and_model
-    batch = train_mod.collate(rows, tok.pad_token_id)
-    assert train_mod._frozen_plain_linear(train_mod._decoder_and_head(model)[1])  # the chunked path is the one tested
+    batch = batches.collate(rows, tok.pad_token_id)
+    assert loss_mod._frozen_plain_linear(loss_mod.decoder_and_head(model)[1])  # the chunked path is the one tested
     grads = []
-    for loss_of in (lambda: train_mod.lm_loss(model, batch), lambda: model(**batch).loss):
+    for loss_of in (lambda: loss_mod.lm_loss(model, batch), lambda: model(**batch).loss):
         model.zero_grad(set_to_none=True)
         loss_of().backward()
         grads.append({n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad})
@@ -170,11 +174,11 @@ def test_lm_loss_gradients_equal_the_models_own(rows_and_model):
 
 
 def step_run(model, tok, rows, schedule, norm="tokens", micro=None):
-    """What train.step_backward reads of a TrainRun, for the tiny model in fp32."""
+    """What loss.step_backward reads of a TrainRun, for the tiny model in fp32."""
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(loss_norm=norm, micro_batch_tokens=micro, packing=False)
-    return SimpleNamespace(params=SimpleNamespace(train=cfg), label_mean=train_mod.mean_label_tokens(rows, schedule),
+    return SimpleNamespace(params=SimpleNamespace(train=cfg), label_mean=batches.mean_label_tokens(rows, schedule),
                            tokenizer=tok, max_length=max(len(r["input_ids"]) for r in rows), device=torch.device("cpu"),
                            model=model, autocast=None, scaler=None)
 
@@ -190,17 +194,17 @@ def test_loss_norm_tokens_weighs_every_token_the_same(rows_and_model, norm):
     """loss_norm=tokens: the steps' gradients sum to those of the per-token mean over all their rows x the steps, as
     one big batch; loss_norm=batch (each step's own mean) weighs a short-answer step's tokens more."""
     rows, model, tok = rows_and_model
-    order = sorted(range(len(rows)), key=lambda i: train_mod.label_tokens(rows[i]))
+    order = sorted(range(len(rows)), key=lambda i: batches.label_tokens(rows[i]))
     schedule = [order[:8], order[8:]]  # 8 short-answer rows, then 4 long ones: unequal label tokens per step
-    counts = [sum(train_mod.label_tokens(rows[i]) for i in s) for s in schedule]
+    counts = [sum(batches.label_tokens(rows[i]) for i in s) for s in schedule]
     assert counts[0] != counts[1]
     run = step_run(model, tok, rows, schedule, norm)
     assert run.label_mean == pytest.approx(sum(counts) / 2)
     model.zero_grad(set_to_none=True)
     for s in schedule:
-        train_mod.step_backward(run, [rows[i] for i in s])
+        loss_mod.step_backward(run, [rows[i] for i in s])
     steps = adapter_grads(model)
-    (train_mod.lm_loss(model, train_mod.collate(rows, tok.pad_token_id)) * len(schedule)).backward()
+    (loss_mod.lm_loss(model, batches.collate(rows, tok.pad_token_id)) * len(schedule)).backward()
     whole = adapter_grads(model)
     gap = max(float((steps[n] - whole[n]).abs().max() / whole[n].abs().max()) for n in whole)
     assert gap < 1e-4 if norm == "tokens" else gap > 5e-3, gap
@@ -212,7 +216,7 @@ def test_micro_batches_give_the_whole_steps_loss_and_gradients(rows_and_model, n
     gradients of the whole step; only the memory one pass holds changes."""
     rows, model, tok = rows_and_model
     longest = max(len(r["input_ids"]) for r in rows)
-    groups = train_mod.micro_batches(rows, 3 * longest, False)
+    groups = batches.micro_batches(rows, 3 * longest, False)
     assert len(groups) >= 4 and sum(map(len, groups)) == len(rows)
     assert all(len(g) * max(len(r["input_ids"]) for r in g) <= 3 * longest for g in groups)
     assert [r["id"] for g in groups for r in g] == [r["id"] for r in rows]  # the step's rows, in order, once each
@@ -220,7 +224,7 @@ def test_micro_batches_give_the_whole_steps_loss_and_gradients(rows_and_model, n
     results = []
     for micro in (None, 3 * longest):
         model.zero_grad(set_to_none=True)
-        value, real, computed = train_mod.step_backward(step_run(model, tok, rows, schedule, norm, micro), rows)
+        value, real, computed = loss_mod.step_backward(step_run(model, tok, rows, schedule, norm, micro), rows)
         results.append((value, real, computed, adapter_grads(model)))
     (v1, r1, c1, g1), (v2, r2, c2, g2) = results
     assert abs(v1 - v2) < 1e-5 and r1 == r2 and c2 < c1  # micro-batches pad less (each to its own longest)
@@ -230,8 +234,8 @@ def test_micro_batches_give_the_whole_steps_loss_and_gradients(rows_and_model, n
 def test_neftune_noise_only_while_training_and_within_its_bound(rows_and_model):
     rows, model, tok = rows_and_model
     emb = model.get_input_embeddings()
-    ids = train_mod.collate(rows[:4], tok.pad_token_id)["input_ids"]
-    handle = train_mod.add_neftune(model, 5.0)
+    ids = batches.collate(rows[:4], tok.pad_token_id)["input_ids"]
+    handle = options.add_neftune(model, 5.0)
     try:
         with torch.no_grad():
             clean = torch.nn.functional.embedding(ids, emb.weight)

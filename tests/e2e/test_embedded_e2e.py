@@ -77,3 +77,43 @@ def test_embedded_bundle_answers_sensibly(embedded_run):
     out = sh([str(BIN / "peftpipe"), "generate", "--bundle", "bundle", "--no-stream",
               "What is the capital of France?"], proj).stdout
     assert "Paris" in out
+
+
+def test_a_base_model_whose_tokenizer_adds_bos_gets_it_everywhere_and_answers_in_words(embedded_run, tmp_path):
+    """The embedded model as a Gemma-like base model: its tokenizer made to add BOS and its chat template removed.
+    Every prompt of prepare and evaluation starts with one BOS (never two), the plain template renders it, and its
+    zero-shot answers on the embedded data are words, not a repeated token."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    from components.config.params import load_params
+    from components.data.prepare import run_prepare
+    from components.evaluation.evaluate import run_evaluate
+    from components.prompts.chat import adds_bos
+
+    proj, _ = embedded_run
+    base = tmp_path / "base"
+    shutil.copytree(proj / "models" / "base", base)
+    tok = AutoTokenizer.from_pretrained(base)
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tok.bos_token} $A", pair=f"{tok.bos_token} $A $B", special_tokens=[(tok.bos_token, bos)])
+    tok.chat_template = None
+    tok.save_pretrained(base)
+    for f in base.glob("chat_template.*"):
+        f.unlink()
+    assert adds_bos(AutoTokenizer.from_pretrained(base)) and not AutoTokenizer.from_pretrained(base).chat_template
+    p = load_params(proj / "params.yaml", [f"paths.base_model={base}", "evaluate.max_samples=12",
+                                           "evaluate.max_new_tokens=24", "evaluate.drift_max_new_tokens=0"])
+    stats = run_prepare(proj / p.paths.validated, base, p.prepare, tmp_path / "prepared")
+    assert stats["prompt"]["bos"] and "no chat template" in stats["prompt"]["chat_template"]
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(tmp_path / "prepared" / "dataset"))
+    for split, key in (("train", "input_ids"), ("test", "prompt_ids")):
+        assert all(r[key][0] == bos and r[key][1] != bos for r in ds[split]), split
+    m = run_evaluate(p, "base", base, tmp_path / "prepared", None, tmp_path / "eval_base")
+    assert not m["degenerate"]["degenerate"], m["degenerate"]
+    rows = [json.loads(x) for x in (tmp_path / "eval_base" / "predictions.jsonl").read_text().splitlines()]
+    worded = [r for r in rows if len(set(r["prediction"].split())) >= 3]
+    assert len(worded) >= 0.8 * len(rows), [r["prediction"] for r in rows]

@@ -222,5 +222,7 @@ def test_model_card_shows_the_drift_figures(exported):
     p, _, _ = exported
     d = json.loads((Path(p.paths.eval) / "metrics.json").read_text())["drift"]
     card = (Path(p.paths.bundle) / "README.md").read_text()
-    assert "## Drift off general behaviour" in card and f"drift {d['drift']:+.3f}" in card
+    assert "## Drift off general behaviour" in card
+    # a random tiny model's base answers loop: drift is then not measured, and the card says why
+    assert (f"drift {d['drift']:+.3f}" in card) if d["drift"] is not None else (f"Not measured: {d['skipped']}" in card)
     assert "max_drift" in card  # the gate's verdict line (gates.max_drift is set by default)

@@ -86,3 +86,35 @@ def test_base_answers_say_whether_they_were_cut():
     base = {"a": {"answer": "x", "finished": False}, "b": {"answer": "y"}}  # b: written before the flag existed
     got = drift.matching_base([{"id": "a"}, {"id": "b"}], base)
     assert [(s["answer"], s["finished"]) for s in got] == [("x", False), ("y", True)]
+
+
+def test_drift_is_not_measured_against_a_degenerate_baseline():
+    """A base model whose drift answers loop ("1 1 1 ...", as Gemma without BOS) is no reference: drift is skipped
+    with the reason, and the gate's verdict says so instead of failing the run."""
+    from components.evaluation.drift import drift_figures
+    from components.evaluation.gates import drift_gate
+    from components.evaluation.quality import degenerate_baseline
+
+    broken = ["1 1 1 1 1 1 1 1 1 1"] * 8 + ["Lima is the capital of Peru."] * 2
+    d = drift_figures(0.089, 1.1, broken, ["Paris."] * 10, degenerate_baseline(broken))
+    assert d["drift"] is None and "degenerate" in d["skipped"]
+    v = drift_gate(d, 1.0)
+    assert v["passed"] and v["skipped"] and "not measured" in v["reason"]
+    healthy = ["Lima is the capital of Peru.", "Paris is in France."] * 5
+    d = drift_figures(0.5, 1.7, healthy, healthy, degenerate_baseline(healthy))
+    assert d["drift"] == 1.2 and not drift_gate(d, 1.0)["passed"]  # negative control: a real drift still fails
+
+
+def test_the_diagnosis_names_a_broken_baseline_and_still_reports_the_gain():
+    from components.evaluation.diagnosis import diagnose
+
+    def row(pred, rl):
+        return {"prediction": pred, "reference": "Lima is the capital of Peru.", "cut": False,
+                "scores": {"rouge-l": rl, "exact_match": 0.0, "token_f1": 10.0}}
+
+    base = {str(i): row("1 1 1 1 1 1 1 1 1 1 1 1", 0.0) for i in range(10)}
+    tuned = {str(i): row("Lima is the capital of Peru.", 90.0) for i in range(10)}
+    d = diagnose(base, tuned)
+    assert d["kind"] == "broken_baseline" and "+90.00" in d["line"] and "measured against a broken baseline" in d["line"]
+    healthy = {str(i): row("The capital of Peru is Lima, a city.", 40.0) for i in range(10)}
+    assert diagnose(healthy, tuned)["kind"] != "broken_baseline"  # negative control

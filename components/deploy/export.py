@@ -175,7 +175,7 @@ def quantized_variants(params: Params, folder: Path, prepared_dir, tokenizer, sh
     for v in params.export.quantize:
         out[v] = check_variant(folder, v, prompts, refs, tokenizer, params.evaluate.max_new_tokens,
                                params.export.max_quant_rouge_l_drop, params.evaluate.language,
-                               params.evaluate.metric_style, threads, fp32, stops)
+                               params.evaluate.metric_style, threads, fp32, stops, params.export.quantize_embeddings)
         verdict = "shipped" if out[v]["passed"] else "NOT shipped"
         print(f"{v}: ROUGE-L {out[v]['rouge-l']:.2f} vs fp32 {out[v]['rouge-l_fp32']:.2f} "
               f"(limit -{out[v]['max_drop']}), {out[v]['tokens_per_s']} vs {out[v]['tokens_per_s_fp32']} tokens/s: {verdict}")

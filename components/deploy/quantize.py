@@ -21,15 +21,30 @@ from components.bundle.format import BITS, VARIANTS
 from components.core.verdict import verdict
 
 
-def quantize(src: Path, dst: Path, variant: str, block_size: int = 32) -> None:
-    """Write `variant` of the ONNX model `src` (external data beside it is read) as one file `dst`."""
+def quantize(src: Path, dst: Path, variant: str, block_size: int = 32, embeddings: bool = True) -> dict:
+    """Write `variant` of the ONNX model `src` (external data beside it is read) as one file `dst`; with
+    `embeddings`, the token embedding and the LM head too (components/deploy/vocab_quant.py). Returns what was
+    quantized beyond the layers."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=BITS[variant], block_size=block_size, is_symmetric=True,
-                             accuracy_level=4)
+    from components.deploy.vocab_quant import int8_embedding, untie_head
+
+    model = onnx.load(str(src))
+    extra = {"head": [], "embedding": []}
+    if embeddings:
+        extra["head"] = untie_head(model)
+        if BITS[variant] == 8:
+            extra["embedding"] = int8_embedding(model)
+    gather = embeddings and BITS[variant] == 4  # ONNX Runtime's GatherBlockQuantized: 4 bits only
+    q = MatMulNBitsQuantizer(model, bits=BITS[variant], block_size=block_size, is_symmetric=True, accuracy_level=4,
+                             op_types_to_quantize=("MatMul", "Gather") if gather else ("MatMul",),
+                             quant_axes=(("MatMul", 0), ("Gather", 1)) if gather else (("MatMul", 0),))
     q.process()
+    if gather:
+        extra["embedding"] = [n.input[0] for n in q.model.model.graph.node if n.op_type == "GatherBlockQuantized"]
     onnx.save_model(q.model.model, str(dst))
+    return extra
 
 
 def answers(lm, prompts: list[list[int]], max_new_tokens: int, eos: int | list[int] | None) -> tuple[list[list[int]], float]:
@@ -50,7 +65,8 @@ def quantization_verdict(variant: str, report: dict) -> dict:
 
 def check_variant(folder: Path, variant: str, prompts: list[list[int]], references: list[str], tokenizer,
                   max_new_tokens: int, max_drop: float, language: str, style: str = "chatglm", threads: int = 0,
-                  fp32: tuple[list[list[int]], float] | None = None, stops: list[int] | None = None) -> dict:
+                  fp32: tuple[list[list[int]], float] | None = None, stops: list[int] | None = None,
+                  embeddings: bool = True) -> dict:
     """Write the variant into `folder` and compare it with the fp32 graph there; remove it if it fails."""
     from components.evaluation.metrics import corpus_scores
     from components.core.layout import MODEL_ONNX
@@ -58,7 +74,7 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
 
     name = VARIANTS[variant]
     t0 = time.perf_counter()
-    quantize(folder / MODEL_ONNX, folder / name, variant)
+    extra = quantize(folder / MODEL_ONNX, folder / name, variant, embeddings=embeddings)
     quant_s = time.perf_counter() - t0
     eos = stops if stops is not None else tokenizer.eos_token_id
     if fp32 is None:
@@ -74,7 +90,8 @@ def check_variant(folder: Path, variant: str, prompts: list[list[int]], referenc
               "rouge-l_delta": round(rq - r32, 2), "max_drop": max_drop, "passed": r32 - rq <= max_drop,
               "same_answers": sum(a == b for a, b in zip(fp32[0], quant[0])), "tokens_per_s_fp32": fp32[1],
               "tokens_per_s": quant[1], "size_mb": round((folder / name).stat().st_size / 2**20, 1),
-              "quantize_s": round(quant_s, 1)}
+              "quantize_s": round(quant_s, 1), "embedding_quantized": bool(extra["embedding"]),
+              "head_quantized": bool(extra["head"])}
     if not report["passed"]:
         (folder / name).unlink()
     return report

@@ -6,7 +6,8 @@ the reply the model must learn and is scored on), optionally `answers` (all refe
 caller's Quarantine with file, row, rule and reason; whole-file problems raise DataError.
 
 Formats: qa (JSONL, CSV or Parquet with named columns), alpaca (instruction/input/output, optional
-system and history), sharegpt (conversations from/value, or OpenAI messages role/content), chatglm
+system and history), sharegpt (conversations from/value, or OpenAI messages role/content; a content may be a
+list of text parts, components.prompts.content), chatglm
 (prompt/response/history columns, as ChatGLM's P-Tuning v2 scripts), squad (SQuAD v1 JSON), text (one
 text field split by a regex with `question` and `answer` groups, e.g. Dolly's "### Human: ... ###
 Assistant: ..." lines).
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from components.config.params import DataConfig
+from components.prompts.content import ContentError, content_text
 from components.data.records import (JSON_SUFFIXES, SURROGATE_REASON, DataError, file_bytes, has_surrogate, json_error,
                                      json_reason, raw_records)
 
@@ -138,12 +140,18 @@ def _conversation(turns: list, fields: tuple[str, str]) -> list[dict]:
     role_key, text_key = fields
     out = []
     for n, t in enumerate(turns):
-        if not isinstance(t, dict) or not isinstance(t.get(text_key), str):
-            raise RowError("messages", f"turn {n + 1}: needs {role_key!r} and a string {text_key!r}")
+        if not isinstance(t, dict) or not isinstance(t.get(text_key), (str, list)):
+            raise RowError("messages", f"turn {n + 1}: needs {role_key!r} and a string {text_key!r} (or a list of "
+                                       "text parts)")
         role = ROLE_ALIASES.get(str(t.get(role_key, "")).lower())
         if role is None:
             raise RowError("messages", f"turn {n + 1}: unknown role {t.get(role_key)!r}")
-        out.append({"role": role, "content": t[text_key]})
+        try:
+            text = content_text(t[text_key])
+        except ContentError as e:
+            rule = "content_parts" if e.part_type else "messages"
+            raise RowError(rule, f"turn {n + 1}: {e.reason}") from None
+        out.append({"role": role, "content": text})
     return out
 
 

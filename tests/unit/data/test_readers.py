@@ -177,3 +177,31 @@ def test_rows_without_ids_get_stable_ids_from_their_question(tmp_path):
     after = ids([{"question": "What is 100 plus 1?", "answer": "101"}] + rows[::-1], "b")
     assert len(set(before.values())) == 12 and all(after[q] == i for q, i in before.items())
     assert before["What is 3 plus 3?"] == question_id("what is 3 plus 3") == ids([{"question": "WHAT is 3 plus 3 ?", "answer": "6"}] + rows[:3] + rows[4:], "c")["WHAT is 3 plus 3 ?"]
+
+
+def test_content_parts_are_joined_and_non_text_parts_quarantined_by_type(tmp_path):
+    """OpenAI content parts ({"type": "text", "text"}) and LLaMA-Factory v1 ones ({"type": "text", "value"}) are
+    joined in order with nothing between them; every such row is kept. A row with an image or audio part is
+    quarantined with a reason that names the part's type."""
+    def parts(*texts, key="text"):
+        return [{"type": "text", key: t} for t in texts]
+
+    rows = [{"messages": [{"role": "system", "content": parts("Be ", "brief.")},
+                          {"role": "user", "content": parts(f"Question {i}", "?")},
+                          {"role": "assistant", "content": parts(f"Answer {i}.", key="value" if i % 2 else "text")}]}
+            for i in range(N)]
+    report, kept, q = validate(tmp_path, jsonl(tmp_path / "parts.jsonl", rows))
+    assert report["format"] == "sharegpt" and (report["rows_in"], report["rows_kept"], q) == (N, N, [])
+    assert kept[3]["question"] == "Question 3?" and kept[3]["answer"] == "Answer 3."
+    assert [m["content"] for m in kept[0]["messages"]] == ["Be brief.", "Question 0?", "Answer 0."]
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    bad = [{"messages": [{"role": "user", "content": [*parts("What is in it?"), image]},
+                         {"role": "assistant", "content": "A cat."}]},
+           {"conversations": [{"from": "human", "value": [audio]}, {"from": "gpt", "value": "Hello."}]},
+           {"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}, {"role": "assistant", "content": "x"}]}]
+    report, kept, q = validate(tmp_path, jsonl(tmp_path / "mixed.jsonl", rows + bad))
+    assert (report["rows_in"], report["rows_kept"], report["rows_quarantined"]) == (N + 3, N, 3)
+    assert [(x["row"], x["rule"]) for x in q] == [(N + 1, "content_parts"), (N + 2, "content_parts"), (N + 3, "messages")]
+    assert "turn 1: content part 2 is of type 'image_url'" in q[0]["reason"] and "'input_audio'" in q[1]["reason"]
+    assert "needs a string 'text'" in q[2]["reason"]

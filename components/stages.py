@@ -36,7 +36,8 @@ def validate(p: Params) -> dict:
 def prepare(p: Params) -> dict:
     from components.data.prepare import run_prepare
 
-    return run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared)
+    return run_prepare(p.paths.validated, p.paths.base_model, p.prepare, p.paths.prepared,
+                       mask_history=p.data.mask_history)
 
 
 def train(p: Params) -> dict:

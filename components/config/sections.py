@@ -54,6 +54,8 @@ class DataConfig(Section):
     text_field: str = "text"
     text_pattern: str = Field(DOLLY_PATTERN, description="text format: regex with question and answer groups")
     context_template: str = Field("{context}\n\n{question}", description="squad: how context and question become one prompt")
+    mask_history: bool = Field(False, description="multi-turn rows: learn only the last assistant reply (the earlier "
+                               "replies are context, as the user turns are)")
 
 
 class ValidateConfig(Section):

@@ -43,10 +43,12 @@ def conversation(row: dict) -> list[dict]:
     return row.get("messages") or [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
 
 
-def encode_example(tokenizer, row: dict, cfg: PrepareConfig, cut: bool = True) -> dict:
-    """input_ids and labels (loss on assistant replies only), truncated to cfg.max_length when it is a number and
-    `cut` (prepare cuts max_length: auto's rows once it has every row's length)."""
-    ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt))
+def encode_example(tokenizer, row: dict, cfg: PrepareConfig, cut: bool = True, mask_history: bool = False) -> dict:
+    """input_ids and labels (loss on assistant replies only; with `mask_history` (data.mask_history) on the last
+    reply only), truncated to cfg.max_length when it is a number and `cut` (prepare cuts max_length: auto's rows
+    once it has every row's length)."""
+    ids, labels = encode_conversation(tokenizer, with_system(conversation(row), cfg.system_prompt),
+                                      last_only=mask_history)
     limit = cfg.max_length if cut and cfg.max_length != "auto" else None
     return truncated({"input_ids": ids, "labels": labels, "full_length": len(ids), "messages": _plain(conversation(row))},
                      limit)
@@ -96,8 +98,10 @@ def _length_stats(lengths: list[int]) -> dict:
             "max": int(a.max())}
 
 
-def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, out_dir: str | Path) -> dict:
-    """Split, render and tokenise; save a DatasetDict (train, test) and stats.json."""
+def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: PrepareConfig, out_dir: str | Path,
+                mask_history: bool = False) -> dict:
+    """Split, render and tokenise; save a DatasetDict (train, test) and stats.json. `mask_history`
+    (data.mask_history): a multi-turn row's loss covers its last assistant reply only."""
     from datasets import DatasetDict
     from transformers import AutoTokenizer
 
@@ -115,7 +119,7 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
     if not train or not test:
         raise ValueError(f"split left {len(train)} train and {len(test)} test rows; adjust prepare.test_fraction")
 
-    full = [encode_example(tokenizer, r, cfg, cut=False) for r in train]
+    full = [encode_example(tokenizer, r, cfg, cut=False, mask_history=mask_history) for r in train]
     limit = cfg.resolve_max_length([e["full_length"] for e in full])
     enc = [truncated(e, limit) for e in full]
     dropped = sum(1 for e in enc if e["answer_tokens"] == 0)
@@ -128,7 +132,7 @@ def run_prepare(validated_dir: str | Path, base_model_dir: str | Path, cfg: Prep
         "truncation_rate": round(sum(1 for e in enc if e["full_length"] > limit) / max(len(enc), 1), 4),
         "train_tokens": sum(e["length"] for e in enc), "train_answer_tokens": sum(e["answer_tokens"] for e in enc),
         "train_length": _length_stats([e["full_length"] for e in enc]),
-        "max_length": limit, "max_length_setting": cfg.max_length,
+        "max_length": limit, "max_length_setting": cfg.max_length, "mask_history": mask_history,
         "prompt": {"chat_template": template_why, "bos": adds_bos(tokenizer), "end_of_turn": eot_text,
                    "stop_ids": stop_ids(tokenizer)},
         # what training is made from, by content: a checkpoint resumes only on the same token ids and labels

@@ -124,3 +124,38 @@ def test_rows_whose_answer_the_cut_removes_are_counted_and_named(tiny_model_dir,
     assert stats["dropped_no_answer_tokens"] >= 8 and kept == stats["train_rows"]
     assert kept + stats["dropped_no_answer_tokens"] + stats["test_rows"] == 52  # every row accounted for
     assert f"{stats['dropped_no_answer_tokens']} rows lost every answer token to the cut" in capsys.readouterr().out
+
+
+def test_mask_history_learns_only_the_last_reply_of_each_conversation(tiny_model_dir, tmp_path):
+    """data.mask_history=true, through the validate and prepare stages: a multi-turn row's labels cover its last
+    assistant reply (and its end-of-turn token) only; false (the default): every reply."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from components import stages
+    from components.model.base_model import materialise
+
+    rows = [{"messages": [{"role": "user", "content": f"Hello number {i}?"}, {"role": "assistant", "content": f"Hi {i}."},
+                          {"role": "user", "content": f"What is {i} plus one?"},
+                          {"role": "assistant", "content": f"It is {i + 1}."}]} for i in range(30)]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def learned(mask: bool) -> tuple[dict, list[tuple[str, str]]]:
+        p = tiny_params(tmp_path, tiny_model_dir, [f"data.path={data}", f"data.mask_history={str(mask).lower()}",
+                                                   f"paths.prepared={tmp_path / f'prepared-{mask}'}"])
+        materialise(p.model, p.paths.base_model)
+        stages.validate(p)
+        stats = stages.prepare(p)
+        train = load_prepared(p.paths.prepared)["train"]
+        return stats, [(r["messages"][-1]["content"], tok.decode([t for t, l in zip(r["input_ids"], r["labels"])
+                                                                  if l != IGNORE_INDEX])) for r in train]
+
+    stats, masked = learned(True)
+    assert stats["mask_history"] is True and len(masked) == stats["train_rows"] >= 20
+    assert all(text == f"{last}<|im_end|>" for last, text in masked)
+    stats, full = learned(False)
+    assert stats["mask_history"] is False
+    assert all(text.startswith("Hi ") and text.endswith(f".<|im_end|>{last}<|im_end|>") for last, text in full)

@@ -5,6 +5,7 @@ export, registry); `components.config.params` puts them together with `train` in
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -54,8 +55,26 @@ class DataConfig(Section):
     text_field: str = "text"
     text_pattern: str = Field(DOLLY_PATTERN, description="text format: regex with question and answer groups")
     context_template: str = Field("{context}\n\n{question}", description="squad: how context and question become one prompt")
+    template_vars: dict[str, str] = Field(default_factory=dict, description="values for {{name}} placeholders in "
+                                          "rows, filled before validation; a row left holding one is quarantined")
     mask_history: bool = Field(False, description="multi-turn rows: learn only the last assistant reply (the earlier "
                                "replies are context, as the user turns are)")
+
+
+    @field_validator("template_vars", mode="before")
+    @classmethod
+    def _values_as_text(cls, v):
+        if isinstance(v, dict):  # `-S data.template_vars.year=2024` parses as a number
+            return {k: str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for k, x in v.items()}
+        return v
+
+    @field_validator("template_vars")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.fullmatch(r"\w+", k)]
+        if bad:
+            raise ValueError(f"placeholder names are letters, digits and _ ({{{{name}}}}), not {bad}")
+        return v
 
 
 class ValidateConfig(Section):

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from components.config.params import DataConfig
 from components.prompts.content import ContentError, content_text
+from components.data.placeholders import fill_row, unfilled_reason
 from components.data.records import (JSON_SUFFIXES, SURROGATE_REASON, DataError, file_bytes, has_surrogate, json_error,
                                      json_reason, raw_records)
 
@@ -290,7 +291,13 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
     fmt = resolve_format(path, cfg)
     before = len(quarantine.entries)
     if fmt == "squad":
-        rows = list(squad_rows(path, cfg, quarantine))
+        rows = []
+        for i, row in squad_rows(path, cfg, quarantine):
+            unfilled = fill_row(row, cfg.template_vars)
+            if unfilled:
+                quarantine.add(str(path), i, "template_vars", unfilled_reason(unfilled), {"question": row["question"]})
+            else:
+                rows.append((i, row))
         return fmt, rows, len(rows) + len(quarantine.entries) - before
     rows, keys = [], set()
     for i, obj in raw_records(path, quarantine):
@@ -299,6 +306,9 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
             if has_surrogate(obj):
                 raise RowError("encoding", SURROGATE_REASON)
             row = to_row(obj, fmt, cfg)
+            unfilled = fill_row(row, cfg.template_vars)
+            if unfilled:
+                raise RowError("template_vars", unfilled_reason(unfilled))
         except RowError as e:
             other = detect_keys(set(obj)) if e.rule == "required_fields" else None
             if other and other != fmt:  # e.g. an alpaca row in a qa file

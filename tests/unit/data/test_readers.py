@@ -205,3 +205,29 @@ def test_content_parts_are_joined_and_non_text_parts_quarantined_by_type(tmp_pat
     assert [(x["row"], x["rule"]) for x in q] == [(N + 1, "content_parts"), (N + 2, "content_parts"), (N + 3, "messages")]
     assert "turn 1: content part 2 is of type 'image_url'" in q[0]["reason"] and "'input_audio'" in q[1]["reason"]
     assert "needs a string 'text'" in q[2]["reason"]
+
+
+def test_template_vars_fill_placeholders_and_rows_left_with_one_are_quarantined(tmp_path):
+    """data.template_vars fills {{name}} placeholders (LLaMA-Factory's identity set) in questions, answers, message
+    contents and the system turn before validation; a row still holding a placeholder is quarantined naming it."""
+    rows = [{"instruction": f"Who are you, question {i}?", "input": "",
+             "output": f"I am {{{{name}}}}, an assistant made by {{{{ author }}}} ({i})."} for i in range(N)]
+    rows.append({"messages": [{"role": "system", "content": "You are {{name}}."},
+                              {"role": "user", "content": "Hello, what is your name?"},
+                              {"role": "assistant", "content": "{{name}}."}]})
+    f = jsonl(tmp_path / "identity.json", rows[:N])
+    g = jsonl(tmp_path / "chat.jsonl", [rows[N]] * 1 + [
+        {"messages": [{"role": "user", "content": f"Who built you, {i}?"}, {"role": "assistant", "content": "{{author}}"}]}
+        for i in range(N)])
+    names = {"name": "PeftBot", "author": "the peftpipe team"}
+    report, kept, q = validate(tmp_path, f, template_vars=names)
+    assert (report["rows_kept"], q) == (N, [])
+    assert kept[2]["answer"] == "I am PeftBot, an assistant made by the peftpipe team (2)."
+    report, kept, q = validate(tmp_path, g, template_vars=names)
+    assert report["rows_kept"] == N + 1 and kept[0]["messages"][0]["content"] == "You are PeftBot."
+    assert kept[0]["answer"] == "PeftBot." and kept[1]["answer"] == "the peftpipe team"
+    report, kept, q = validate(tmp_path, g, template_vars={"author": "the peftpipe team"})
+    assert report["rows_kept"] == N and [(x["row"], x["rule"]) for x in q] == [(1, "template_vars")]
+    assert "unfilled placeholder {{name}}" in q[0]["reason"] and "data.template_vars.name" in q[0]["reason"]
+    with pytest.raises(DataError, match=r"rule template_vars: unfilled placeholder \{\{name\}\}, \{\{author\}\}"):
+        validate(tmp_path, f)  # nothing set: every row is quarantined, and the error says what to set

@@ -6,8 +6,12 @@ POST /v1/completions        a raw text prompt, continued
 
 Supported: max_tokens (max_completion_tokens), temperature (0: greedy, as /generate), top_p, seed, stop
 (up to 4 strings), n=1, stream (server-sent `data:` chunks ending in `data: [DONE]`; stream_options
-include_usage), usage and finish_reason. Errors use OpenAI's shape: {"error": {"message", "type", "param",
-"code"}}. The server's bearer token and limits apply as on /generate.
+include_usage), usage and finish_reason; a message's content as a string or a list of text parts. A parameter
+the server does not honour (tools, response_format other than text, logprobs, logit_bias, ...) is a 400 naming it
+(code unsupported_parameter), not silently ignored; bookkeeping fields (user, metadata, ...) are accepted, and so
+is any parameter sent at its "off" value (null, false, [], {}, tool_choice "none", response_format text). Errors
+use OpenAI's shape: {"error": {"message", "type", "param", "code"}}. The server's bearer token and limits apply
+as on /generate.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the request models' annotations at runtime
@@ -19,6 +23,19 @@ from typing import Iterator
 from components.serving.sampling import sampler
 
 MAX_STOP = 4
+# fields that change nothing in the answer: accepted, not used
+BOOKKEEPING = frozenset({"user", "metadata", "safety_identifier", "service_tier", "prompt_cache_key",
+                         "prompt_cache_options", "prompt_cache_retention"})
+# values that ask for what the server does anyway (besides null, false, [] and {})
+NEUTRAL = {"tool_choice": ["none"], "function_call": ["none"], "response_format": [{"type": "text"}],
+           "modalities": [["text"]], "parallel_tool_calls": [True], "best_of": [1], "top_logprobs": [0]}
+WHY = {"tools": "it does not call tools", "tool_choice": "it does not call tools",
+       "parallel_tool_calls": "it does not call tools", "functions": "it does not call functions",
+       "function_call": "it does not call functions", "tool_calls": "it does not call tools",
+       "response_format": "it answers in plain text only", "logprobs": "it returns no log probabilities",
+       "top_logprobs": "it returns no log probabilities", "logit_bias": "it does not bias tokens",
+       "echo": "it does not echo the prompt", "best_of": "it samples one answer", "suffix": "it does not insert text",
+       "store": "it stores no completions"}
 
 
 def error_body(message: str, param: str | None = None, code: str | None = None,
@@ -66,6 +83,22 @@ def completion(bundle, ids: list[int], max_tokens: int, temperature: float, top_
     yield "", finish, len(toks)
 
 
+def is_neutral(key: str, value) -> bool:
+    return value is None or value is False or value == [] or value == {} or value in NEUTRAL.get(key, [])
+
+
+def unsupported(fields: dict, where: str = "") -> tuple[str, str] | None:
+    """(param, message) for the first field of `fields` (a request's or a message's unknown fields) that the server
+    would otherwise ignore though it asks for something."""
+    for key, value in (fields or {}).items():
+        if (not where and key in BOOKKEEPING) or is_neutral(key, value):
+            continue
+        why = f": {WHY[key]}" if key in WHY else ""
+        return where + key, (f"Unsupported parameter: '{where + key}' is not supported by this server{why}; leave it "
+                             "out (the server refuses what it would otherwise ignore)")
+    return None
+
+
 def add_routes(app, serving: dict, limits, slots, authorised, model_id: str) -> None:
     """Mount the /v1 endpoints on the FastAPI app of components.serving.serve.create_app."""
     from typing import Literal
@@ -74,18 +107,29 @@ def add_routes(app, serving: dict, limits, slots, authorised, model_id: str) -> 
     from fastapi.responses import StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+    from components.prompts.content import ContentError, content_text
     from components.serving.guard import refuse_control_tokens
 
     class Message(BaseModel):
-        model_config = ConfigDict(extra="ignore")
+        model_config = ConfigDict(extra="allow")  # checked by `unsupported`: `name`, `tool_calls`, ...
         role: Literal["system", "user", "assistant"]
         content: str
+
+        @field_validator("content", mode="before")
+        @classmethod
+        def text_parts(cls, v):
+            if isinstance(v, list):  # [{"type": "text", "text": ...}, ...]: the text, joined as the data readers do
+                try:
+                    return content_text(v)
+                except ContentError as e:
+                    raise ValueError(e.reason) from None
+            return v
 
     class StreamOptions(BaseModel):
         include_usage: bool = False
 
     class Common(BaseModel):
-        model_config = ConfigDict(extra="ignore")  # `user` and other client bookkeeping fields
+        model_config = ConfigDict(extra="allow")  # checked by `unsupported`: refused unless bookkeeping or "off"
         model: str
         max_tokens: int | None = Field(None, ge=1, le=limits.max_new_tokens)
         max_completion_tokens: int | None = Field(None, ge=1, le=limits.max_new_tokens)
@@ -139,6 +183,11 @@ def add_routes(app, serving: dict, limits, slots, authorised, model_id: str) -> 
         prompt: str = Field(min_length=1, max_length=limits.max_prompt_chars)
 
     def checked(bundle, req: Common) -> None:
+        hits = [unsupported(req.model_extra)]
+        hits += [unsupported(m.model_extra, f"messages[{i}].") for i, m in enumerate(getattr(req, "messages", []))]
+        hit = next((h for h in hits if h), None)
+        if hit:
+            raise HTTPException(400, error_body(hit[1], hit[0], "unsupported_parameter"))
         if req.model != model_id:
             raise HTTPException(404, error_body(f"The model '{req.model}' does not exist; this server serves "
                                                 f"'{model_id}' (GET /v1/models)", "model", "model_not_found"))
@@ -230,8 +279,9 @@ def openai_errors(app) -> None:
         if not is_v1(request):
             return await request_validation_exception_handler(request, exc)
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
-        return JSONResponse(error_body(f"{param + ': ' if param else ''}{first['msg']}", param), status_code=400)
+        param = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in first.get("loc", ())[1:]).lstrip(".") or None
+        msg = first["msg"].removeprefix("Value error, ")
+        return JSONResponse(error_body(f"{param + ': ' if param else ''}{msg}", param), status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):

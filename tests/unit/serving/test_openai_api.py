@@ -138,3 +138,71 @@ def test_sampler_is_greedy_at_0_and_keeps_to_the_nucleus():
     assert {pick(logits) for _ in range(200)} == {0, 1}
     with pytest.raises(ValueError):
         sampler(1.0, top_p=0.0)
+
+
+def test_content_as_a_list_of_text_parts_answers_as_the_string(client):
+    """OpenAI content parts ([{"type": "text", "text"}]) are joined in order, as the data readers join them: the same
+    prompt and answer as the string; a non-text part is a 400 naming its type and the message."""
+    import openai
+
+    def ask(messages):
+        r = client.chat.completions.create(model="peftpipe-lora", messages=messages, temperature=0, max_tokens=8)
+        return r.choices[0].message.content, r.usage.prompt_tokens
+
+    plain = ask([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": QUESTION}])
+    parts = ask([{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]},
+                 {"role": "user", "content": [{"type": "text", "text": "What is the capital "},
+                                              {"type": "text", "text": "of Peru?"}]}])
+    assert parts == plain
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="peftpipe-lora", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+    assert e.value.status_code == 400 and e.value.body["param"] == "messages[0].content"
+    assert "content part 2 is of type 'image_url'" in e.value.body["message"]
+
+
+TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("api, kwargs, param", [
+    ("chat", {"tools": [TOOL]}, "tools"),
+    ("chat", {"tool_choice": "auto"}, "tool_choice"),
+    ("chat", {"functions": [TOOL["function"]]}, "functions"),
+    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
+    ("chat", {"logprobs": True}, "logprobs"),
+    ("chat", {"top_logprobs": 3}, "top_logprobs"),
+    ("chat", {"logit_bias": {"42": 5}}, "logit_bias"),
+    ("chat", {"store": True}, "store"),
+    ("chat", {"reasoning_effort": "low"}, "reasoning_effort"),
+    ("chat", {"extra_body": {"top_k": 5}}, "top_k"),  # a parameter the OpenAI API does not even have
+    ("chat", {"messages": [{"role": "user", "content": QUESTION, "name": "bob"}]}, "messages[0].name"),
+    ("completions", {"echo": True}, "echo"),
+    ("completions", {"best_of": 2}, "best_of"),
+    ("completions", {"logprobs": 2}, "logprobs"),
+    ("completions", {"suffix": " and so on"}, "suffix"),
+])
+def test_parameters_the_server_does_not_honour_are_refused_naming_them(client, api, kwargs, param):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        if api == "chat":
+            client.chat.completions.create(**{"model": "peftpipe-lora", "max_tokens": 4,
+                                              "messages": [{"role": "user", "content": QUESTION}], **kwargs})
+        else:
+            client.completions.create(model="peftpipe-lora", prompt="The capital of Peru is", max_tokens=4, **kwargs)
+    body = e.value.body
+    assert e.value.status_code == 400 and body["param"] == param and body["code"] == "unsupported_parameter"
+    assert f"'{param}' is not supported" in body["message"] and body["type"] == "invalid_request_error"
+
+
+def test_bookkeeping_fields_and_parameters_at_their_off_value_are_accepted(client):
+    """What changes nothing in the answer (user, metadata, ...; tool_choice "none", response_format text, logprobs
+    false) is accepted: the same greedy answer as without it."""
+    msgs = [{"role": "user", "content": QUESTION}]
+    plain = client.chat.completions.create(model="peftpipe-lora", messages=msgs, temperature=0, max_tokens=8)
+    extra = client.chat.completions.create(
+        model="peftpipe-lora", messages=msgs, temperature=0, max_tokens=8, user="u-1", metadata={"team": "qa"},
+        tool_choice="none", response_format={"type": "text"}, logprobs=False, store=False, n=1,
+        frequency_penalty=0, extra_body={"tools": []})
+    assert extra.choices[0].message.content == plain.choices[0].message.content

@@ -30,12 +30,33 @@ from components.data.records import (JSON_SUFFIXES, SURROGATE_REASON, DataError,
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
                 "model": "assistant", "system": "system", "chatgpt": "assistant"}
 FORMAT_COLUMNS = {"qa": ("question", "answer"), "chatglm": ("prompt", "response")}
+# tool-call turns: sharegpt (LLaMA-Factory: function_call, observation) and OpenAI (tool, the older function)
+TOOL_ROLES = frozenset({"function_call", "observation", "tool", "function"})
+
+
 class RowError(ValueError):
     """One row cannot be used: (rule, reason)."""
 
     def __init__(self, rule: str, reason: str):
         super().__init__(reason)
         self.rule, self.reason = rule, reason
+
+
+class ToolCallRow(RowError):
+    """A conversation with tool calls: left out of the file as a whole (one message for the file), not quarantined."""
+
+    def __init__(self):
+        super().__init__("tool_calls", "the conversation has tool calls")
+
+
+def tool_calls_note(path: Path, rows: list[int], n_in: int, tools_column: bool) -> str:
+    """The one message for a file's tool-call rows: where, how many, and what to do."""
+    return (f"{path}: {len(rows)} of {n_in} rows carry tool calls (function_call/observation or tool_calls/tool turns"
+            f"{', with a tools column' if tools_column else ''}); they are left out, not quarantined (rule tool_calls): "
+            "peftpipe trains text turns and does not render tool calls through a chat template (the embedded model's, "
+            "ChatML, cannot render tools at all). To train tool use, take a model whose chat template renders tools "
+            "(it takes `tools`, as Qwen2.5's and Llama 3.1's do) to a trainer that renders tool calls through it. The "
+            f"{n_in - len(rows)} other rows are read as usual.")
 
 
 def columns(cfg: DataConfig, fmt: str) -> tuple[str, str]:
@@ -140,6 +161,9 @@ def _text(obj: dict, key: str, rule: str = "required_fields") -> str:
 def _conversation(turns: list, fields: tuple[str, str]) -> list[dict]:
     role_key, text_key = fields
     out = []
+    if any(isinstance(t, dict) and (str(t.get(role_key, "")).lower() in TOOL_ROLES or t.get("tool_calls")
+                                    or t.get("function_call")) for t in turns):
+        raise ToolCallRow()
     for n, t in enumerate(turns):
         if not isinstance(t, dict) or not isinstance(t.get(text_key), (str, list)):
             raise RowError("messages", f"turn {n + 1}: needs {role_key!r} and a string {text_key!r} (or a list of "
@@ -287,7 +311,8 @@ def squad_rows(path: Path, cfg: DataConfig, quarantine) -> Iterator[tuple[int, d
 
 
 def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[int, dict]], int]:
-    """(format, [(row number, row)], rows in) for a data file; bad rows go to `quarantine`."""
+    """(format, [(row number, row)], rows in) for a data file; bad rows go to `quarantine`, and conversations with
+    tool calls are left out with one message for the file (`quarantine.leave_out`)."""
     fmt = resolve_format(path, cfg)
     before = len(quarantine.entries)
     if fmt == "squad":
@@ -299,7 +324,7 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
             else:
                 rows.append((i, row))
         return fmt, rows, len(rows) + len(quarantine.entries) - before
-    rows, keys = [], set()
+    rows, keys, tool_rows, tools_column = [], set(), [], False
     for i, obj in raw_records(path, quarantine):
         keys |= set(obj)
         try:
@@ -309,6 +334,10 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
             unfilled = fill_row(row, cfg.template_vars)
             if unfilled:
                 raise RowError("template_vars", unfilled_reason(unfilled))
+        except ToolCallRow:
+            tool_rows.append(i)
+            tools_column = tools_column or bool(obj.get("tools"))
+            continue
         except RowError as e:
             other = detect_keys(set(obj)) if e.rule == "required_fields" else None
             if other and other != fmt:  # e.g. an alpaca row in a qa file
@@ -319,7 +348,9 @@ def read_file(path: Path, cfg: DataConfig, quarantine) -> tuple[str, list[tuple[
             row["id"] = str(obj["id"])
         row["_raw"] = obj
         rows.append((i, row))
-    n_in = len(rows) + len(quarantine.entries) - before
+    n_in = len(rows) + len(quarantine.entries) - before + len(tool_rows)
+    if tool_rows:
+        quarantine.leave_out(str(path), tool_rows, "tool_calls", tool_calls_note(path, tool_rows, n_in, tools_column))
     if n_in and not rows and fmt in ("qa", "chatglm"):
         q, a = columns(cfg, fmt)
         if not {q, a} & keys:

@@ -33,9 +33,14 @@ KEPT_FIELDS = ("id", "question", "answer", "answers", "messages")
 @dataclass
 class Quarantine:
     entries: list[dict] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # rows a file holds that the pipeline cannot train: one note each
 
     def add(self, file: str, row: int, rule: str, reason: str, raw: str | dict | None = None) -> None:
         self.entries.append({"file": file, "row": row, "rule": rule, "reason": reason, "raw": raw})
+
+    def leave_out(self, file: str, rows: list[int], rule: str, reason: str) -> None:
+        """Rows left out with one message for the file (conversations with tool calls), not quarantined one by one."""
+        self.left_out.append({"file": file, "rule": rule, "rows": len(rows), "row_numbers": rows, "reason": reason})
 
 
 def normalise_question(text: str) -> str:
@@ -136,7 +141,8 @@ def run_suite(df: pd.DataFrame, rules, docs_dir: str | Path | None = None) -> li
 
 def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_keys: set[str] | None = None,
                   docs_dir: str | Path | None = None):
-    """Validate one file: returns (kept rows, quarantine entries, rows in, format)."""
+    """Validate one file: returns (kept rows, quarantine entries, rows in, format, left-out notes); rows in = kept +
+    quarantined + the rows the notes count."""
     quarantine = Quarantine()
     fmt, records, n_in = read_file(path, cfg, quarantine)
     df = pd.DataFrame([{"_row": i, **r, "question": r["question"].strip(), "answer": r["answer"].strip()}
@@ -175,17 +181,21 @@ def validate_file(path: Path, cfg: DataConfig, vcfg: ValidateConfig, leakage_key
     kept = [{k: r[k] for k in KEPT_FIELDS if isinstance(r.get(k), (str, list))} for r in df.to_dict("records")]
     for r in kept:
         r.setdefault("id", question_id(r["question"]))
-    return kept, quarantine.entries, n_in, fmt
+    return kept, quarantine.entries, n_in, fmt, quarantine.left_out
 
 
-def _check_hard(path: Path, kept: list, quarantined: list, n_in: int, vcfg: ValidateConfig) -> None:
+def _check_hard(path: Path, kept: list, quarantined: list, n_in: int, vcfg: ValidateConfig,
+                left_out: list[dict] = ()) -> None:
     if n_in == 0:
         raise DataError(f"{path}: file has no rows (rule: non_empty_file)")
-    frac = len(quarantined) / n_in
+    considered = n_in - sum(n["rows"] for n in left_out)  # the quarantine share is of the rows the pipeline can use
+    if considered == 0:
+        raise DataError(left_out[0]["reason"])
+    frac = len(quarantined) / considered
     if frac > vcfg.max_quarantine_fraction:
         first = quarantined[0]
         raise DataError(
-            f"{path}: {len(quarantined)}/{n_in} rows quarantined ({frac:.0%} > validate.max_quarantine_fraction="
+            f"{path}: {len(quarantined)}/{considered} rows quarantined ({frac:.0%} > validate.max_quarantine_fraction="
             f"{vcfg.max_quarantine_fraction:.0%}); first: row {first['row']}: rule {first['rule']}: {first['reason']}"
         )
     if len(kept) < vcfg.min_rows:
@@ -214,25 +224,31 @@ def run_validate(cfg: DataConfig, vcfg: ValidateConfig, out_dir: str | Path) -> 
     results = {}
     test_keys: set[str] = set()
     if "test" in files:
-        kept, quarantined, n_in, _ = validate_file(files["test"], cfg, vcfg)
-        _check_hard(files["test"], kept, quarantined, n_in, vcfg)
-        results["test"] = (kept, quarantined, n_in)
+        kept, quarantined, n_in, _, left_out = validate_file(files["test"], cfg, vcfg)
+        _check_hard(files["test"], kept, quarantined, n_in, vcfg, left_out)
+        results["test"] = (kept, quarantined, n_in, left_out)
         test_keys = {normalise_question(r["question"]) for r in kept}
-    kept, quarantined, n_in, fmt = validate_file(files["train"], cfg, vcfg, test_keys)
-    _check_hard(files["train"], kept, quarantined, n_in, vcfg)
-    results["train"] = (kept, quarantined, n_in)
+    kept, quarantined, n_in, fmt, left_out = validate_file(files["train"], cfg, vcfg, test_keys)
+    _check_hard(files["train"], kept, quarantined, n_in, vcfg, left_out)
+    results["train"] = (kept, quarantined, n_in, left_out)
 
-    report: dict = {"format": fmt, "files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0, "by_rule": {}}
+    report: dict = {"format": fmt, "files": {}, "rows_in": 0, "rows_kept": 0, "rows_quarantined": 0,
+                    "rows_left_out": 0, "by_rule": {}, "left_out": []}
     all_quarantined = []
     with atomic_dir(out_dir) as tmp:  # the whole folder is replaced: no file of an earlier run survives
-        for split, (kept, quarantined, n_in) in results.items():
-            assert n_in == len(kept) + len(quarantined), "row accounting broken"
+        for split, (kept, quarantined, n_in, left_out) in results.items():
+            n_out = sum(n["rows"] for n in left_out)
+            assert n_in == len(kept) + len(quarantined) + n_out, "row accounting broken"
             atomic_write_text(tmp / f"{split}.jsonl", _jsonl(kept))
             report["files"][split] = {"path": str(files[split]), "rows_in": n_in, "rows_kept": len(kept),
-                                      "rows_quarantined": len(quarantined)}
+                                      "rows_quarantined": len(quarantined), "rows_left_out": n_out}
             report["rows_in"] += n_in
             report["rows_kept"] += len(kept)
             report["rows_quarantined"] += len(quarantined)
+            report["rows_left_out"] += n_out
+            report["left_out"] += left_out
+            for note in left_out:
+                print(f"validate: {note['reason']}")
             for q in quarantined:
                 report["by_rule"][q["rule"]] = report["by_rule"].get(q["rule"], 0) + 1
             all_quarantined += quarantined

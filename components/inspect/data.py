@@ -67,11 +67,12 @@ def inspect_data(path: str | Path, params: Params, tokenizer, out_dir: str | Pat
     test_keys: set[str] = set()
     report: dict = {"file": str(path)}
     if cfg.test_path:
-        test_kept, test_q, test_in, _ = validate_file(Path(cfg.test_path), cfg, params.validate_)
+        test_kept, test_q, test_in, _, test_out = validate_file(Path(cfg.test_path), cfg, params.validate_)
         test_keys = {normalise_question(r["question"]) for r in test_kept}
         report["test_file"] = {"path": cfg.test_path, "rows_in": test_in, "rows_kept": len(test_kept),
-                               "rows_quarantined": len(test_q)}
-    kept, quarantined, n_in, fmt = validate_file(path, cfg, params.validate_, test_keys, docs_dir=out_dir / "data_docs")
+                               "rows_quarantined": len(test_q), "rows_left_out": sum(n["rows"] for n in test_out)}
+    kept, quarantined, n_in, fmt, left_out = validate_file(path, cfg, params.validate_, test_keys,
+                                                           docs_dir=out_dir / "data_docs")
     by_rule: dict[str, int] = {}
     for q in quarantined:
         by_rule[q["rule"]] = by_rule.get(q["rule"], 0) + 1
@@ -82,6 +83,7 @@ def inspect_data(path: str | Path, params: Params, tokenizer, out_dir: str | Pat
     max_len = params.prepare.resolve_max_length(train_lengths)  # as prepare resolves it: from the train rows
     report.update({
         "format": fmt, "rows_in": n_in, "rows_kept": len(kept), "rows_quarantined": len(quarantined),
+        "rows_left_out": sum(n["rows"] for n in left_out), "left_out": [n["reason"] for n in left_out],
         "quarantined_by_rule": by_rule, "duplicates": by_rule.get("duplicates", 0), "leakage": by_rule.get("leakage", 0),
         "multi_turn_rows": sum(1 for r in kept if r.get("messages")),
         "tokens": {"mean": round(float(np.mean(lengths)), 1) if lengths else 0,
@@ -132,7 +134,11 @@ def print_inspection(report: dict) -> None:
         t.add_row(k, str(v))
     for rule, n in sorted(report["quarantined_by_rule"].items()):
         t.add_row(f"  quarantined: {rule}", str(n))
+    if report.get("rows_left_out"):
+        t.add_row("rows left out (tool calls)", str(report["rows_left_out"]))
     console.print(t)
+    for note in report.get("left_out", []):
+        console.print(note, markup=False, highlight=False)
     h = Table(title="length in tokens (prompt + answer, chat template)")
     h.add_column("tokens")
     h.add_column("rows", justify="right")

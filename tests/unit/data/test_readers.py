@@ -1,6 +1,7 @@
 """Each reader on small files written here, including malformed variants."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +24,7 @@ def validate(tmp_path, path, **kw):
                           tmp_path / "out")
     kept = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     quarantine = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"]
+    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"] + report["rows_left_out"]
     return report, kept, quarantine
 
 
@@ -231,3 +232,48 @@ def test_template_vars_fill_placeholders_and_rows_left_with_one_are_quarantined(
     assert "unfilled placeholder {{name}}" in q[0]["reason"] and "data.template_vars.name" in q[0]["reason"]
     with pytest.raises(DataError, match=r"rule template_vars: unfilled placeholder \{\{name\}\}, \{\{author\}\}"):
         validate(tmp_path, f)  # nothing set: every row is quarantined, and the error says what to set
+
+
+def test_tool_call_rows_are_left_out_with_one_message_for_the_file(tmp_path, capsys):
+    """Conversations with tool calls (sharegpt function_call/observation turns with a tools column, OpenAI
+    tool_calls/tool turns) cannot be rendered by the embedded model's template: they are left out with ONE message
+    naming the file, how many rows and what to do, not quarantined row by row; the other rows are kept and
+    rows in = kept + quarantined + left out."""
+    tools = json.dumps([{"name": "weather", "parameters": {"type": "object", "properties": {}}}])
+    plain = [{"conversations": [{"from": "human", "value": f"Question number {i}?"}, {"from": "gpt", "value": f"A{i}."}],
+              "tools": tools} for i in range(N)]
+    sharegpt_tools = [{"conversations": [{"from": "human", "value": f"Weather in town {i}?"},
+                                         {"from": "function_call", "value": '{"name": "weather", "arguments": {}}'},
+                                         {"from": "observation", "value": '{"temp": 20}'},
+                                         {"from": "gpt", "value": "It is 20 degrees."}], "tools": tools} for i in range(7)]
+    openai_tools = [{"messages": [{"role": "user", "content": f"Weather in city {i}?"},
+                                  {"role": "assistant", "content": None, "tool_calls": [
+                                      {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+                                  {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 20}'},
+                                  {"role": "assistant", "content": "It is 20 degrees."}]} for i in range(6)]
+    rows = plain[:4] + sharegpt_tools + plain[4:] + openai_tools
+    f = jsonl(tmp_path / "toolcall.jsonl", rows)
+    report, kept, q = validate(tmp_path, f)
+    assert (report["rows_in"], report["rows_kept"], report["rows_quarantined"], report["rows_left_out"]) == (N + 13, N, 0, 13)
+    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"] + report["rows_left_out"]
+    assert [x["answer"] for x in kept] == [f"A{i}." for i in range(N)]
+    [note] = report["left_out"]
+    assert note["rule"] == "tool_calls" and note["rows"] == 13 and note["row_numbers"] == [*range(5, 12), *range(N + 8, N + 14)]
+    assert note["reason"].startswith(f"{f}: 13 of {N + 13} rows carry tool calls")
+    assert "with a tools column" in note["reason"] and "a model whose chat template renders tools" in note["reason"]
+    assert capsys.readouterr().out.count("rows carry tool calls") == 1  # one message for the file, at validate time
+    only_tools = jsonl(tmp_path / "only.jsonl", sharegpt_tools)
+    with pytest.raises(DataError, match="7 of 7 rows carry tool calls"):
+        validate(tmp_path, only_tools)
+
+
+GLAIVE = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "llamafactory" / "glaive_toolcall_en_demo.json"
+
+
+@pytest.mark.skipif(not GLAIVE.exists(), reason="../shared/datasets/llamafactory is not here")
+def test_glaive_toolcall_demo_left_out_as_a_whole(tmp_path):
+    """LLaMA-Factory's glaive_toolcall_en_demo: its 153 tool-call rows are one note, none is quarantined for its roles."""
+    report = run_validate(DataConfig(path=str(GLAIVE)), ValidateConfig(max_quarantine_fraction=0.5), tmp_path / "out")
+    assert (report["rows_in"], report["rows_left_out"]) == (300, 153)
+    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"] + report["rows_left_out"]
+    assert not {"messages", "tool_calls"} & set(report["by_rule"])  # no row quarantined for its roles

@@ -182,7 +182,8 @@ class ExportConfig(Section):
                                             description="quantized variants to try; each ships only if it passes its gate")
     quant_eval_samples: int = Field(32, ge=1, description="test questions on which a variant's ROUGE-L is compared")
     max_quant_rouge_l_drop: float = Field(1.0, ge=0, description="ROUGE-L points a variant may lose against fp32")
-    quantize_embeddings: bool = Field(True, description="quantize the token embedding and LM head too (large vocabularies)")
+    quantize_embeddings: bool | Literal["auto"] = Field("auto", description="quantize the token embedding and LM head "
+                                                        "too; auto: for vocabularies of 100,000 tokens and more")
 
 
 class RegistryConfig(Section):

@@ -226,3 +226,11 @@ def test_model_card_shows_the_drift_figures(exported):
     # a random tiny model's base answers loop: drift is then not measured, and the card says why
     assert (f"drift {d['drift']:+.3f}" in card) if d["drift"] is not None else (f"Not measured: {d['skipped']}" in card)
     assert "max_drift" in card  # the gate's verdict line (gates.max_drift is set by default)
+
+
+def test_quantize_embeddings_auto_leaves_a_small_vocabulary_in_fp32(exported):
+    """`export.quantize_embeddings: auto` quantizes the embedding and head only from 100,000 tokens (the tiny model
+    has 400; tests/unit/deploy/test_vocab_quant.py covers the quantized path)."""
+    p, _, parity = exported
+    assert p.export.quantize_embeddings == "auto"
+    assert all(not r["embedding_quantized"] and not r["head_quantized"] for r in parity["variants"].values())

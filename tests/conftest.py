@@ -90,18 +90,24 @@ def make_project(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def exported(tiny_model_dir, tmp_path_factory):
     """A LoRA run on the tiny model taken through every stage to an ONNX bundle: (params, merge report, parity)."""
-    from components.model.base_model import materialise
-    from components.evaluation.evaluate import run_evaluate
-    from components.deploy.export import run_export
-    from components.evaluation.gates import run_gate
-    from components.deploy.merge import run_merge
-    from components.data.prepare import run_prepare
-    from components.training.train import run_train
-    from components.data.validate import run_validate
-
     tmp = tmp_path_factory.mktemp("export")
     p = tiny_params(tmp, tiny_model_dir, RELAXED_GATES + ["export.max_quant_rouge_l_drop=100", "export.quant_eval_samples=6",
                                                  "export.quantize=[int8,int4]"])
+    merge_report, parity = run_all_stages(p)
+    return p, merge_report, parity
+
+
+def run_all_stages(p):
+    """Every stage in order, in-process, on params p (paths under its tmp): (merge report, export parity)."""
+    from components.data.prepare import run_prepare
+    from components.data.validate import run_validate
+    from components.deploy.export import run_export
+    from components.deploy.merge import run_merge
+    from components.evaluation.evaluate import run_evaluate
+    from components.evaluation.gates import run_gate
+    from components.model.base_model import materialise
+    from components.training.train import run_train
+
     P = p.paths
     materialise(p.model, P.base_model)
     run_validate(p.data, p.validate_, P.validated)
@@ -110,9 +116,8 @@ def exported(tiny_model_dir, tmp_path_factory):
     run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
     run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval, P.eval_base)
     run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
-    merge_report = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
-    parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
-    return p, merge_report, parity
+    return run_merge(p, P.base_model, P.prepared, P.train, P.merged), \
+        run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
 
 
 # helpers shared by several test files (imported as `from conftest import ...`)

@@ -14,10 +14,12 @@ LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['r
           "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# Mistral's and Gemma 2's templates refuse a system turn (raise_exception), as the real ones do
 MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
-           "{% elif m['role'] == 'system' %}{{ m['content'] + '\n\n' }}{% else %}{{ m['content'] + eos_token }}{% endif %}"
-           "{% endfor %}")
-GEMMA = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+           "{% elif m['role'] == 'system' %}{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+           "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}")
+GEMMA = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+         "{% endif %}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
          "{{ '<start_of_turn>' + role + '\n' + m['content'] + '<end_of_turn>\n' }}{% endfor %}"
          "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
 PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"

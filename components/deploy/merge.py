@@ -61,12 +61,12 @@ def run_merge(params: Params, base_dir: str | Path, prepared_dir: str | Path, tr
     from components.model import kv_prefix
     from components.model.trained import load_trained
     from components.prompts.chat import stop_ids
-    from components.prompts.templates import load_tokenizer
+    from components.prompts.templates import load_prompt_tokenizer
 
     set_threads(params.train.threads)
     set_seed(params.seed)
     model, _, name = load_trained(base_dir, train_dir)
-    tokenizer = load_tokenizer(prepared_dir, base_dir)  # with the template prepare chose: it ships in the bundle
+    tokenizer = load_prompt_tokenizer(prepared_dir, base_dir)  # with the template prepare chose: it ships in the bundle
     method = get_method(name)
     samples = test_samples(prepared_dir, params.merge.check_samples, params.prepare.split_seed)
     seqs = [s["prompt_ids"] + tokenizer(s["answer"], add_special_tokens=False)["input_ids"] for s in samples]

@@ -15,12 +15,13 @@ from __future__ import annotations
 MIN_ROWS = 1000  # a Gather over a float table with at least this many rows is a token embedding
 
 
-def _consumers(graph) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for node in graph.node:
+def _index(model) -> tuple:
+    """(graph, {initializer name: initializer}, {tensor name: the nodes that read it})."""
+    users: dict[str, list] = {}
+    for node in model.graph.node:
         for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
+            users.setdefault(name, []).append(node)
+    return model.graph, {i.name: i for i in model.graph.initializer}, users
 
 
 def untie_head(model) -> list[str]:
@@ -28,9 +29,7 @@ def untie_head(model) -> list[str]:
     import numpy as np
     from onnx import numpy_helper
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    users = _consumers(graph)
+    graph, inits, users = _index(model)
     done = []
     for node in list(graph.node):
         src = node.input[0] if node.op_type == "Transpose" else None
@@ -55,9 +54,7 @@ def int8_embedding(model) -> list[str]:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    users = _consumers(graph)
+    graph, inits, users = _index(model)
     done = []
     for node in list(graph.node):
         table = node.input[0] if node.op_type == "Gather" else None

@@ -164,7 +164,7 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
 
     from components.model.base_model import load_base
     from components.model.trained import load_trained
-    from components.prompts.templates import load_tokenizer
+    from components.prompts.templates import load_prompt_tokenizer
     from components.methods import route as method_route
     from components.methods.icl import read_shots
 
@@ -177,7 +177,7 @@ def run_evaluate(params: Params, which: str, base_dir: str | Path, prepared_dir:
         model, _, name = load_trained(base_dir, train_dir)
         route = method_route(name)
         shots = read_shots(train_dir) if route == "icl" else None
-    tokenizer = load_tokenizer(prepared_dir, base_dir)  # prepare's: the chat template training saw
+    tokenizer = load_prompt_tokenizer(prepared_dir, base_dir)  # prepare's: the chat template training saw
     model.to(resolve_device(params.train.device))  # evaluation follows train.device
     samples = test_samples(prepared_dir, params.evaluate.max_samples, params.prepare.split_seed)
     drift_base = None

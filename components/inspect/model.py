@@ -15,16 +15,15 @@ from components.core.atomic import atomic_write_json
 
 def _config_and_tokenizer(params: Params, base_dir: Path):
     """The model's config and tokenizer: from the materialised base model when it exists, else from the source."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from components.model.base_model import resolve_source
+    from components.model.base_model import load_tokenizer, resolve_source
 
+    tokenizer = load_tokenizer(base_dir, params.model)
     if (base_dir / "config.json").exists():
-        return AutoConfig.from_pretrained(base_dir), AutoTokenizer.from_pretrained(base_dir), str(base_dir)
-    args = resolve_source(params.model)
-    trust = params.model.trust_remote_code
-    return (AutoConfig.from_pretrained(**args, trust_remote_code=trust),
-            AutoTokenizer.from_pretrained(**args, trust_remote_code=trust), params.model.source)
+        return AutoConfig.from_pretrained(base_dir), tokenizer, str(base_dir)
+    return (AutoConfig.from_pretrained(**resolve_source(params.model), trust_remote_code=params.model.trust_remote_code),
+            tokenizer, params.model.source)
 
 
 def parameter_count(config) -> int:

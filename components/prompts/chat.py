@@ -10,8 +10,12 @@ gate, the bundle, `/generate`, `/v1`), so they agree on three things:
 
 from __future__ import annotations
 
+import weakref
+
 IGNORE_INDEX = -100
 _PROBE = "Zq7 reply"  # a reply text whose tokens no template writes, to find what the template puts after it
+# per tokenizer (and its current template): (adds BOS, end-of-turn text, end-of-turn id), probed once, not per row
+_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def special_tokens(tokenizer) -> list[str]:
@@ -33,21 +37,43 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The tokenizer's chat template (the plain Question/Answer template when it has none)."""
+    """The tokenizer's chat template (the plain Question/Answer template when it has none). A template that refuses a
+    system turn (Gemma 2's, Mistral's raise on it) gets the system text in front of the first user turn instead."""
+    from jinja2 import TemplateError
+
     from components.prompts.templates import PLAIN
 
     template = tokenizer.chat_template or PLAIN
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except TemplateError:
+        if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+            raise
+        folded = [{**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}, *messages[2:]]
+        return tokenizer.apply_chat_template(folded, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
 
 
-def adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer puts BOS in front of text it encodes (Gemma, Llama: yes; Qwen, SmolLM2: no)."""
+def _facts(tokenizer) -> tuple[bool, str, int]:
+    cached = _FACTS.get(tokenizer)
+    if cached is None or cached[0] != tokenizer.chat_template:
+        cached = (tokenizer.chat_template, _probe_bos(tokenizer), *_probe_end_of_turn(tokenizer))
+        _FACTS[tokenizer] = cached
+    return cached[1:]
+
+
+def _probe_bos(tokenizer) -> bool:
     bos = tokenizer.bos_token_id
     if bos is None:
         return False
     with_special = tokenizer("a")["input_ids"]
     return bool(with_special) and with_special[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS in front of text it encodes (Gemma, Llama: yes; Qwen, SmolLM2: no)."""
+    return _facts(tokenizer)[0]
 
 
 def encode_text(tokenizer, text: str, bos: bool | None = None) -> list[int]:
@@ -65,6 +91,10 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 def end_of_turn(tokenizer) -> tuple[str, int]:
     """(text, id) of the token the template writes right after an assistant reply; EOS when it writes none."""
+    return _facts(tokenizer)[1:]
+
+
+def _probe_end_of_turn(tokenizer) -> tuple[str, int]:
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _PROBE}]
     full = render(tokenizer, msgs, add_generation_prompt=False)
     after = full[full.rfind(_PROBE) + len(_PROBE):] if _PROBE in full else ""

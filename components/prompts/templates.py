@@ -67,7 +67,7 @@ def apply(tokenizer, choice: str = AUTO) -> str:
     return why
 
 
-def load_tokenizer(prepared_dir, base_dir):
+def load_prompt_tokenizer(prepared_dir, base_dir):
     """The tokenizer prepare used (its template included); the base model's when the prepared folder has none."""
     from transformers import AutoTokenizer
 

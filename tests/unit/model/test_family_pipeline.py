@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import RELAXED_GATES, tiny_params
+from conftest import RELAXED_GATES, run_all_stages, tiny_params
 from families import FAMILIES
 
 pytestmark = pytest.mark.matrix
@@ -16,32 +16,15 @@ pytestmark = pytest.mark.matrix
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_family_through_every_stage(family_dirs, name, method, tmp_path):
     from components.bundle.loader import Bundle
-    from components.data.prepare import run_prepare
-    from components.data.validate import run_validate
-    from components.deploy.export import run_export
-    from components.deploy.merge import run_merge
-    from components.evaluation.evaluate import run_evaluate
-    from components.evaluation.gates import run_gate
-    from components.model.base_model import materialise
-    from components.training.train import run_train
 
     fam = FAMILIES[name]
     p = tiny_params(tmp_path, family_dirs[name], RELAXED_GATES + [
         f"model.source={family_dirs[name]}", f"train.method={method}", "train.steps=6",
         "export.max_quant_rouge_l_drop=100", "export.quant_eval_samples=4", "export.quantize=[int8]",
         "evaluate.max_samples=6", "gates.max_drift=null"])  # a random model: drift is noise
-    P = p.paths
-    materialise(p.model, P.base_model)
-    run_validate(p.data, p.validate_, P.validated)
-    run_prepare(P.validated, P.base_model, p.prepare, P.prepared)
-    run_train(p, P.base_model, P.prepared, P.train, P.train + "_ckpt", progress=False)
-    run_evaluate(p, "base", P.base_model, P.prepared, None, P.eval_base)
-    run_evaluate(p, "tuned", P.base_model, P.prepared, P.train, P.eval, P.eval_base)
-    run_gate(P.eval_base, P.eval, P.train, p.gates, P.gate)
-    merge = run_merge(p, P.base_model, P.prepared, P.train, P.merged)
-    parity = run_export(p, P.merged, P.prepared, P.eval_base, P.eval, P.gate, P.bundle)
+    merge, parity = run_all_stages(p)
     assert parity["mismatches"] == [] and merge["passed"]
-    bundle = Bundle(P.bundle, variant="fp32")
+    bundle = Bundle(p.paths.bundle, variant="fp32")
     ids = bundle.prompt_ids("What is the capital of Peru?")
     bos = bundle.tokenizer.bos_token_id
     assert (ids[:1] == [bos] and ids[1:2] != [bos]) if fam.adds_bos else ids[:1] != [bos]

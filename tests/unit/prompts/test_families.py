@@ -35,9 +35,9 @@ def test_the_bos_check_sees_a_dropped_and_a_doubled_bos():
 
 
 def _tokenizer(folder, choice="auto"):
-    from components.prompts.templates import apply, load_tokenizer
+    from components.prompts.templates import apply, load_prompt_tokenizer
 
-    tok = load_tokenizer(None, folder)
+    tok = load_prompt_tokenizer(None, folder)
     apply(tok, choice)
     return tok
 
@@ -50,7 +50,19 @@ def test_bos_once_where_the_tokenizer_adds_it(family_dirs, name):
     for what, got in {"training row": ids, "prompt": prompt_ids(tok, MESSAGES[:2]),
                       "raw completion": encode_text(tok, "The capital of Peru is")}.items():
         assert bos_problem(got, bos, fam.adds_bos) is None, f"{name} {what}: {bos_problem(got, bos, fam.adds_bos)}"
-    assert ids.count(bos) == (1 if fam.adds_bos else ids.count(bos))  # the template's BOS text and the tokenizer's: one
+    if bos is not None:  # the template's BOS text and the tokenizer's make one; none where neither writes it
+        assert ids.count(bos) == (1 if fam.adds_bos else 0)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "mistral"])
+def test_a_template_that_refuses_a_system_turn_gets_it_in_the_first_user_turn(family_dirs, name):
+    """Gemma 2's and Mistral's templates raise on a system turn; the configured system prompt still reaches the
+    model, in front of the first question, and the reply is still learned."""
+    tok = _tokenizer(family_dirs[name])
+    text = tok.decode(prompt_ids(tok, MESSAGES[:2]))
+    assert "Answer.\n\nWhat is the capital of Peru?" in text
+    ids, labels = encode_conversation(tok, MESSAGES)
+    assert tok.decode([x for x in labels if x != IGNORE_INDEX]).startswith(MESSAGES[-1]["content"])
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -71,9 +83,9 @@ def test_the_end_of_turn_is_learned_and_stops_generation(family_dirs, name):
 
 def test_a_template_override_and_a_base_model_default(family_dirs, tmp_path):
     """A base model without a template gets `plain`; a user's choice replaces a model's own template."""
-    from components.prompts.templates import load_tokenizer, resolve
+    from components.prompts.templates import load_prompt_tokenizer, resolve
 
-    assert resolve(load_tokenizer(None, family_dirs["gemma3"]), "auto")[1].startswith("auto: the model has no chat template")
+    assert resolve(load_prompt_tokenizer(None, family_dirs["gemma3"]), "auto")[1].startswith("auto: the model has no chat template")
     base = _tokenizer(family_dirs["gemma3"])
     assert "Question: What is the capital of Peru?\nAnswer: " in base.decode(prompt_ids(base, MESSAGES[:2]))
     chatml = _tokenizer(family_dirs["gemma2"], "chatml")
@@ -95,7 +107,7 @@ def test_prepare_drift_and_icl_ids_keep_the_bos_rule(family_dirs, name, tmp_path
     from components.data.validate import run_validate
     from components.evaluation.drift import drift_samples
     from components.methods.icl import prompt_ids as icl_prompt_ids
-    from components.prompts.templates import load_tokenizer
+    from components.prompts.templates import load_prompt_tokenizer
     from conftest import tiny_params
 
     fam = FAMILIES[name]
@@ -104,7 +116,7 @@ def test_prepare_drift_and_icl_ids_keep_the_bos_rule(family_dirs, name, tmp_path
     run_validate(p.data, p.validate_, tmp_path / "validated")
     stats = run_prepare(tmp_path / "validated", family_dirs[name], PrepareConfig(max_length=128), tmp_path / "prepared")
     assert stats["prompt"]["bos"] is fam.adds_bos and stats["prompt"]["end_of_turn"] == fam.end_of_turn
-    tok = load_tokenizer(tmp_path / "prepared", family_dirs[name])
+    tok = load_prompt_tokenizer(tmp_path / "prepared", family_dirs[name])
     ds = load_from_disk(str(tmp_path / "prepared" / "dataset"))
     bos = tok.bos_token_id
     for split, key in (("train", "input_ids"), ("test", "prompt_ids")):
